@@ -1,0 +1,41 @@
+# The two commands a newcomer needs are `make run` and `make test`; both set up .venv first.
+# GPU users: make setup TORCH_SPEC=torch EXTRAS=dev,serve,llm,gpu   (see README, "Install")
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,serve,llm
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: setup run test lint format clean
+
+setup: $(STAMP)
+
+# Reinstall when the dependency list changes. torch goes first so that the package's `torch>=2.2`
+# is already satisfied (on this project's CPU machines a local CPU wheel; see README).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+run: setup
+	$(VENV)/bin/mktod data stats
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy mktod service
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from mktod.config import dump_config, load_config
+from mktod.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Inner:
+    lr: float = 1e-4
+    steps: int = 10
+    ks: tuple[int, ...] = (1, 3)
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    setting: Literal["condensed", "large"] = "condensed"
+    inner: Inner = field(default_factory=Inner)
+    path: str | None = None
+
+
+def test_defaults_yaml_and_overrides(tmp_path: Path) -> None:
+    assert load_config(Outer) == Outer()
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("name: y\ninner:\n  steps: 5\n  lr: 1\n")
+    cfg = load_config(Outer, cfg_file, ["inner.ks=[7]", "setting=large", "path=/tmp/a"])
+    assert cfg == Outer(name="y", setting="large", inner=Inner(lr=1.0, steps=5, ks=(7,)), path="/tmp/a")
+    assert isinstance(cfg.inner.lr, float)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nmae: y\n", "unknown key nmae"),
+        ("inner:\n  step: 3\n", "unknown key inner.step"),
+        ("inner:\n  steps: many\n", "inner.steps: expected an integer"),
+        ("setting: huge\n", "setting: 'huge' is not one of"),
+        ("inner: 3\n", "inner: expected a mapping"),
+        ("name: [unclosed\n", "invalid YAML"),
+        ("- a\n- b\n", "top level must be a mapping"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(Outer, cfg_file)
+    assert str(cfg_file) in str(info.value)
+
+
+def test_missing_file_and_bad_override(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Outer, tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        load_config(Outer, None, ["inner.steps"])
+
+
+def test_dump_round_trip_with_provenance(tmp_path: Path) -> None:
+    cfg = Outer(name="z", inner=Inner(ks=(1, 5)))
+    out = tmp_path / "run" / "config.yaml"
+    dump_config(cfg, out, extra={"command": "mktod train", "data_version": "abc"})
+    assert "_provenance" in out.read_text()
+    assert load_config(Outer, out) == cfg
