@@ -1,0 +1,156 @@
+"""The `mktod` command line.
+
+Each subcommand parses its options, resolves paths (the only place besides the service that reads
+environment variables) and calls one library function. Errors meant for people (MktodError) are
+printed without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from mktod import __version__
+from mktod.datasets.base import DataPaths
+from mktod.errors import MktodError
+from mktod.paths import default_cache_dir, default_data_dir, default_manifest
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _data_paths(args: argparse.Namespace) -> DataPaths:
+
+    data_dir = args.data_dir or os.environ.get("MKTOD_DATA_DIR") or default_data_dir()
+    cache_dir = args.cache_dir or os.environ.get("MKTOD_CACHE_DIR") or default_cache_dir()
+    return DataPaths(data_dir=Path(data_dir), cache_dir=Path(cache_dir))
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def _scores_json(scores: object) -> dict[str, object]:
+    """Scores as reported everywhere: 0-100, two decimals (EVALUATION.md); counts unchanged."""
+    fields = asdict(scores)  # type: ignore[call-overload]
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in fields.items()}
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from mktod.datasets.stats import compute_stats, format_stats_table, stats_to_json
+
+    stats = compute_stats(_data_paths(args), args.dataset or None)
+    if args.json:
+        _print_json(stats_to_json(stats))
+    else:
+        print(format_stats_table(stats))
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from mktod.fetch import fetch, load_manifest
+
+    paths = _data_paths(args)
+    entries = load_manifest(Path(args.manifest) if args.manifest else default_manifest())
+    if args.only:
+        entries = tuple(e for e in entries if e.file.startswith(tuple(args.only)))
+    for result in fetch(entries, paths.data_dir, force=args.force):
+        print(f"{result.status:10s} {result.file}")
+    print(f"all {len(entries)} files verified under {paths.data_dir}")
+    return 0
+
+
+# --- evaluation and baselines -------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mktod.evaluate import evaluate_file
+
+    scores = evaluate_file(args.dataset, args.split, Path(args.predictions), _data_paths(args))
+    _print_json({"dataset": args.dataset, "split": args.split, **_scores_json(scores)})
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from mktod.baseline import run_baseline
+
+    result = run_baseline(args.dataset, args.split, Path(args.out), _data_paths(args))
+    _print_json(
+        {"dataset": args.dataset, "split": args.split, "predictions": args.out, **_scores_json(result)}
+    )
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def _add_paths(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="folder holding smd/, camrest/ and mwoz/ (default: $MKTOD_DATA_DIR, else ../shared/datasets "
+        "beside the repository)",
+    )
+    p.add_argument(
+        "--cache-dir", help="generated artefacts such as the MWOZ train build (default: data/cache)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mktod", description="MK-TOD: retrieval-generation alignment for task-oriented dialogue."
+    )
+    parser.add_argument("--version", action="version", version=f"mktod {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="dataset statistics and download")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    stats = data_sub.add_parser("stats", help="per-split counts next to the counts MK-TOD reports")
+    _add_paths(stats)
+    stats.add_argument("--dataset", action="append", choices=["smd", "camrest", "mwoz"])
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.set_defaults(handler=cmd_data_stats)
+    fetch = data_sub.add_parser("fetch", help="download the canonical files and check their SHA-256")
+    _add_paths(fetch)
+    fetch.add_argument("--manifest", help="manifest JSON (default: data/manifest.json)")
+    fetch.add_argument("--only", action="append", help="only files under this prefix, e.g. smd/")
+    fetch.add_argument("--force", action="store_true", help="download even if a file is present")
+    fetch.set_defaults(handler=cmd_data_fetch)
+
+    ev = sub.add_parser("evaluate", help="score predictions (BLEU, Entity F1) against a split")
+    _add_paths(ev)
+    ev.add_argument("--dataset", required=True, choices=["smd", "camrest", "mwoz"])
+    ev.add_argument("--split", required=True, choices=["dev", "test"])
+    ev.add_argument("--predictions", required=True, help="one predicted response per line")
+    ev.set_defaults(handler=cmd_evaluate)
+
+    bl = sub.add_parser("baseline", help="write predictions of the retrieve-and-fill baseline")
+    _add_paths(bl)
+    bl.add_argument("--dataset", required=True, choices=["smd", "camrest", "mwoz"])
+    bl.add_argument("--split", required=True, choices=["dev", "test"])
+    bl.add_argument("--out", required=True, help="predictions file to write")
+    bl.set_defaults(handler=cmd_baseline)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except MktodError as exc:
+        print(f"mktod: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mktod: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

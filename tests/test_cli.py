@@ -1,0 +1,145 @@
+"""The `mktod` command as a user runs it: exit codes, JSON output and messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mktod.cli import main
+from mktod.datasets import DataPaths, get_loader
+from mktod.evaluate import read_predictions, references, write_predictions
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predictions_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    write_predictions(path, ["a b", "", "c"])
+    assert read_predictions(path) == ["a b", "", "c"]
+    with pytest.raises(ValueError, match="prediction 2 contains a line break"):
+        write_predictions(path, ["ok", "two\nlines"])
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("dataset", ["smd", "camrest", "mwoz"])
+def test_evaluate_references_score_100(
+    dataset: str, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    split = get_loader(dataset).load_split("test", DataPaths(data_dir, tmp_path))
+    preds = tmp_path / "refs.txt"
+    write_predictions(preds, references(split))
+    code, out, _ = run(
+        capsys,
+        "evaluate",
+        "--dataset",
+        dataset,
+        "--split",
+        "test",
+        "--predictions",
+        str(preds),
+        "--data-dir",
+        str(data_dir),
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["bleu"] == 100.0
+    assert result["entity_f1"] == 100.0
+    assert result["turns"] == {"smd": 807, "camrest": 539, "mwoz": 711}[dataset]
+
+
+@pytest.mark.data
+def test_evaluate_rejects_wrong_line_count(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    preds = tmp_path / "short.txt"
+    preds.write_text("one\ntwo\n")
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        "--dataset",
+        "smd",
+        "--split",
+        "test",
+        "--predictions",
+        str(preds),
+        "--data-dir",
+        str(data_dir),
+    )
+    assert code == 2
+    assert out == ""
+    assert "has 2 predictions but smd test has 807 system turns" in err
+    assert str(preds) in err
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    preds = tmp_path / "p.txt"
+    preds.write_text("x\n")
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        "--dataset",
+        "camrest",
+        "--split",
+        "dev",
+        "--predictions",
+        str(preds),
+        "--data-dir",
+        str(tmp_path / "nowhere"),
+    )
+    assert code == 2
+    assert "missing CamRest dev split" in err
+    assert "--data-dir" in err
+
+
+def test_missing_predictions_file(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        "--dataset",
+        "camrest",
+        "--split",
+        "dev",
+        "--predictions",
+        str(tmp_path / "no.txt"),
+        "--data-dir",
+        str(data_dir),
+    )
+    assert code == 2
+    assert "predictions file not found" in err
+
+
+@pytest.mark.data
+def test_data_stats_json(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "data",
+        "stats",
+        "--json",
+        "--dataset",
+        "camrest",
+        "--data-dir",
+        str(data_dir),
+        "--cache-dir",
+        str(tmp_path),
+    )
+    assert code == 0
+    rows = json.loads(out)
+    test_row = next(r for r in rows if r["split"] == "test")
+    assert test_row["system_turns"] == 539
+
+
+def test_env_var_sets_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MKTOD_DATA_DIR", str(tmp_path / "from-env"))
+    preds = tmp_path / "p.txt"
+    preds.write_text("x\n")
+    code, _, err = run(capsys, "evaluate", "--dataset", "smd", "--split", "dev", "--predictions", str(preds))
+    assert code == 2
+    assert str(tmp_path / "from-env") in err
