@@ -123,6 +123,29 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class MetaTags:
+    """Meta knowledge of one retrieved record (METHOD.md §4), as the generator's special tokens."""
+
+    order: str
+    confidence: str
+    cooccurrence: str
+
+
+@dataclass(frozen=True)
+class TaggedRecord:
+    """A record with its meta knowledge; ``confidence`` is the normalised score the bucket came from."""
+
+    record: Record
+    tags: MetaTags
+    rank: int
+    score: float
+    confidence: float
+    negative: bool = False
+
+
+@dataclass(frozen=True)
 class Reply:
+    """A system response and the records it was generated from, with their meta knowledge."""
+
     text: str
-    hits: tuple[Hit, ...] = ()
+    records: tuple[TaggedRecord, ...] = ()

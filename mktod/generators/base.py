@@ -1,0 +1,108 @@
+"""What every generator offers, and a registry that builds one from config (METHOD.md §5).
+
+A generator turns (dialogue context, tagged records) into a system response. Generators that can be
+trained also return the log-likelihoods the losses need: the joint log p(r|c,E) (the NLL term) and the
+per-record log p(r|c,e_i) (the MML term), see :mod:`mktod.losses`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from mktod.meta import MetaConfig, TaggedRecord
+from mktod.types import Utterance
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """``kind`` picks the registered backend; ``model`` is a hub name or a local directory."""
+
+    kind: str = "seq2seq"
+    model: str = "t5-base"
+    max_context_tokens: int = 200
+    max_record_tokens: int = 100
+    # Both the generation limit and the training-target truncation: 64, or 128 for SMD.
+    max_target_tokens: int = 64
+    num_beams: int = 1
+
+
+@dataclass(frozen=True)
+class GeneratorInput:
+    """One turn to answer: the context (most recent utterance last) and its tagged records, by rank."""
+
+    context: Sequence[Utterance] | str
+    records: tuple[TaggedRecord, ...]
+
+
+@dataclass(frozen=True)
+class Likelihoods:
+    """Log-likelihoods of the gold responses of a batch of B turns with up to K records each.
+
+    joint[B]: log p(r|c,E), all records at once. single[B,K]: log p(r|c,e_i), one record at a time
+    (0 where ``mask`` is False). lengths[B]: response length in target tokens. mask[B,K]: real records.
+    no_entity[B]: log p(r|c) with no record, when asked for (the ctr loss), else None.
+    """
+
+    joint: Tensor
+    single: Tensor
+    lengths: Tensor
+    mask: Tensor
+    no_entity: Tensor | None = None
+
+
+@runtime_checkable
+class Generator(Protocol):
+    def generate(self, batch: Sequence[GeneratorInput]) -> list[str]:
+        """One response per turn of ``batch``."""
+        ...
+
+
+@runtime_checkable
+class TrainableGenerator(Generator, Protocol):
+    model: nn.Module
+
+    def joint_logprobs(self, batch: Sequence[GeneratorInput], responses: Sequence[str]) -> Tensor:
+        """Differentiable log p(r|c,E) [B] of ``responses`` (one per turn), all records at once."""
+        ...
+
+    def joint_and_single_logprobs(
+        self, batch: Sequence[GeneratorInput], responses: Sequence[str], with_no_entity: bool = False
+    ) -> Likelihoods:
+        """Differentiable log-likelihoods of ``responses`` (one per turn), see :class:`Likelihoods`."""
+        ...
+
+
+GeneratorFactory = Callable[[GeneratorConfig, MetaConfig, torch.device], Generator]
+
+GENERATORS: dict[str, GeneratorFactory] = {}
+
+# Backends register themselves on import; importing lazily keeps e.g. the OpenAI client from needing torch
+# models loaded, and vice versa.
+_BUILTIN_MODULES = {"seq2seq": "mktod.generators.seq2seq", "openai": "mktod.generators.openai_chat"}
+
+
+def register_generator(kind: str) -> Callable[[GeneratorFactory], GeneratorFactory]:
+    def deco(factory: GeneratorFactory) -> GeneratorFactory:
+        GENERATORS[kind] = factory
+        return factory
+
+    return deco
+
+
+def build_generator(
+    cfg: GeneratorConfig, meta: MetaConfig | None = None, device: str | torch.device = "cpu"
+) -> Generator:
+    """Build the generator ``cfg.kind``; ``meta.mode`` decides how the records' tags are rendered."""
+    if cfg.kind not in GENERATORS and cfg.kind in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[cfg.kind])
+    factory = GENERATORS.get(cfg.kind)
+    if factory is None:
+        known = sorted(set(GENERATORS) | set(_BUILTIN_MODULES))
+        raise ValueError(f"unknown generator kind {cfg.kind!r}; known: {', '.join(known)}")
+    return factory(cfg, meta if meta is not None else MetaConfig(), torch.device(device))
