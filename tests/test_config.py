@@ -32,6 +32,8 @@ def test_defaults_yaml_and_overrides(tmp_path: Path) -> None:
     cfg = load_config(Outer, cfg_file, ["inner.ks=[7]", "setting=large", "path=/tmp/a"])
     assert cfg == Outer(name="y", setting="large", inner=Inner(lr=1.0, steps=5, ks=(7,)), path="/tmp/a")
     assert isinstance(cfg.inner.lr, float)
+    # YAML 1.1 reads 5e-5 as a string; a float field still takes it.
+    assert load_config(Outer, None, ["inner.lr=5e-5"]).inner.lr == 5e-5
 
 
 @pytest.mark.parametrize(
