@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
 
 from mktod.datasets import DataPaths, get_loader
 from mktod.errors import DataError
-from mktod.metrics import EntityVocab, ResponseScores, evaluate_responses
-from mktod.types import Split
+from mktod.metrics import EntityVocab, RecallScores, ResponseScores, evaluate_responses, recall_at_k
+from mktod.types import KB, Reply, Split, TaggedRecord
+
+if TYPE_CHECKING:
+    # The pipeline pulls in torch and the models; scoring a predictions file must not need them.
+    from mktod.pipeline import Pipeline
 
 
 def read_predictions(path: Path) -> list[str]:
@@ -55,3 +64,86 @@ def evaluate_file(dataset: str, split_name: str, predictions_path: Path, paths: 
     split = loader.load_split(split_name, paths)
     vocab = EntityVocab.from_file(dataset, loader.entity_file(paths))
     return score_predictions(split, read_predictions(predictions_path), vocab, source=str(predictions_path))
+
+
+# --- generating and scoring with a pipeline ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelineEvaluation:
+    """Metrics of a pipeline on (the first ``turns`` system turns of) a split, and where outputs went."""
+
+    responses: ResponseScores
+    retrieval: RecallScores
+    turns: int
+    predictions_path: Path
+    records_path: Path
+
+
+def _record_json(tagged: TaggedRecord) -> dict[str, object]:
+    return {
+        "id": tagged.record.id,
+        "rank": tagged.rank,
+        "score": tagged.score,
+        "confidence": tagged.confidence,
+        "tags": [tagged.tags.cooccurrence, tagged.tags.confidence, tagged.tags.order],
+        "fields": dict(tagged.record.fields),
+    }
+
+
+def evaluate_pipeline(
+    pipeline: Pipeline,
+    split: Split,
+    vocab: EntityVocab,
+    out_dir: Path,
+    global_kb: KB | None = None,
+    limit: int | None = None,
+    ks: Sequence[int] = (1, 3, 5, 7),
+) -> PipelineEvaluation:
+    """Generate a response for every system turn (or the first ``limit``) and score them.
+
+    ``global_kb`` set means the large-scale setting: every turn retrieves from it; otherwise each turn
+    retrieves from its dialogue's own KB. Writes ``predictions.txt`` (the line format ``mktod evaluate
+    --predictions`` reads) and ``records.jsonl`` (each turn's retrieved records with meta knowledge).
+    """
+    turns = list(split.iter_turns())
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        turns = turns[:limit]
+    if global_kb is not None:
+        pipeline.retriever.build_index(global_kb)
+    kbs = [global_kb if global_kb is not None else d.kb for d, _, _ in turns]
+    contexts = [d.context(t) for d, t, _ in turns]
+    replies: list[Reply] = []
+    step = pipeline.config.batch_size
+    with tqdm(total=len(turns), desc=f"{split.dataset} {split.split}", unit="turn") as bar:
+        for start in range(0, len(turns), step):
+            replies.extend(pipeline.respond_many(contexts[start : start + step], kbs[start : start + step]))
+            bar.update(min(step, len(turns) - start))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions_path = out_dir / "predictions.txt"
+    # Generated text is one line per turn by construction of the file format.
+    write_predictions(predictions_path, [" ".join(r.text.split()) for r in replies])
+    records_path = out_dir / "records.jsonl"
+    with records_path.open("w", encoding="utf-8") as fh:
+        for (dialogue, t, turn), reply in zip(turns, replies, strict=True):
+            row = {
+                "dialogue": dialogue.id,
+                "turn": t,
+                "user": turn.user,
+                "reference": turn.response,
+                "prediction": reply.text,
+                "gold_entities": list(turn.gold_entities),
+                "records": [_record_json(r) for r in reply.records],
+            }
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    refs = [turn.response for _, _, turn in turns]
+    responses = evaluate_responses(split.dataset, read_predictions(predictions_path), refs, vocab)
+    retrieval = recall_at_k(
+        [[r.record for r in reply.records] for reply in replies],
+        [turn.gold_entities for _, _, turn in turns],
+        kbs,
+        ks=ks,
+    )
+    return PipelineEvaluation(responses, retrieval, len(turns), predictions_path, records_path)

@@ -1,0 +1,167 @@
+"""Pipeline checkpoints: a folder that fully defines a :class:`~mktod.pipeline.Pipeline`.
+
+Layout (written by :func:`save_checkpoint`, read by :func:`load_pipeline`)::
+
+    generator/      save_pretrained model + tokenizer (the meta tokens included)
+    retriever/      a retriever checkpoint (mktod.retriever.Retriever.save; build_retriever reads it)
+    pipeline.yaml   PipelineSpec: dataset, k, setting, meta config, generator config
+    config.yaml     the training config with its provenance (command, data version), when from training
+    state.pt        resumable training state (optimizer, scheduler, step, RNG), in ``last/`` only
+    COMPLETE        written last; a folder without it is an interrupted save and is never loaded
+
+Paths inside ``pipeline.yaml`` are relative to the folder, so a checkpoint can be moved or copied.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from mktod.config import config_to_dict, dump_config, load_config
+from mktod.errors import ConfigError
+from mktod.generators.base import GeneratorConfig, build_generator
+from mktod.meta import MetaConfig
+from mktod.pipeline import KBSetting, Pipeline, PipelineConfig
+from mktod.retriever import Retriever, build_retriever
+
+COMPLETE = "COMPLETE"
+PIPELINE_FILE = "pipeline.yaml"
+STATE_FILE = "state.pt"
+GENERATOR_DIR = "generator"
+RETRIEVER_DIR = "retriever"
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """Everything besides the weights that a checkpoint's pipeline needs (``pipeline.yaml``)."""
+
+    dataset: str = ""
+    k: int = 7
+    setting: KBSetting = "condensed"
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    # generator.model is relative to the checkpoint folder ("generator"); source_model is what training
+    # started from (a hub name or a backbone folder), kept for provenance only.
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    source_model: str = ""
+
+
+def is_complete(directory: Path) -> bool:
+    return (directory / COMPLETE).is_file()
+
+
+def save_checkpoint(
+    directory: Path,
+    generator: Any,
+    retriever: Retriever,
+    spec: PipelineSpec,
+    config_text: str = "",
+    state: dict[str, Any] | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically: built beside ``directory``, then swapped in.
+
+    ``generator`` is a Seq2SeqGenerator (anything with ``model`` and ``tokenizer``). A crash mid-save
+    leaves the previous checkpoint in place.
+    """
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    generator.model.save_pretrained(tmp / GENERATOR_DIR)
+    generator.tokenizer.save_pretrained(tmp / GENERATOR_DIR)
+    retriever.save(tmp / RETRIEVER_DIR)
+    dump_config(replace(spec, generator=replace(spec.generator, model=GENERATOR_DIR)), tmp / PIPELINE_FILE)
+    if config_text:
+        (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text, encoding="utf-8")
+    if state is not None:
+        torch.save(state, tmp / STATE_FILE)
+    (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
+    old = directory.with_name(f".{directory.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    if old.exists():
+        shutil.rmtree(old)
+    return directory
+
+
+def _require(directory: Path) -> None:
+    if not is_complete(directory):
+        what = "an interrupted save" if directory.is_dir() else "no such folder"
+        raise ConfigError(
+            f"{directory}: not a complete pipeline checkpoint ({what}); expected a folder such as "
+            "runs/NAME/best or runs/NAME/last written by `mktod train`"
+        )
+
+
+def load_spec(directory: Path) -> PipelineSpec:
+    _require(directory)
+    return load_config(PipelineSpec, directory / PIPELINE_FILE)
+
+
+def generator_config(directory: Path, spec: PipelineSpec) -> GeneratorConfig:
+    """The spec's generator config with its model path resolved against the checkpoint folder."""
+    model = Path(spec.generator.model)
+    return replace(spec.generator, model=str(model if model.is_absolute() else directory / model))
+
+
+def load_retriever(directory: Path, device: str | torch.device = "cpu") -> Retriever:
+    retriever = build_retriever(str(directory / RETRIEVER_DIR), device)
+    if not isinstance(retriever, Retriever):  # build_retriever of a folder is always dense; for mypy
+        raise ConfigError(f"{directory / RETRIEVER_DIR}: not a dense retriever checkpoint")
+    return retriever
+
+
+def load_state(directory: Path) -> dict[str, Any]:
+    _require(directory)
+    path = directory / STATE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{directory}: holds no training state ({STATE_FILE}); resume from runs/NAME/last")
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return state
+
+
+def check_same_config(cfg: Any, saved_path: Path) -> None:
+    """Resuming under a different config would silently mix two runs; refuse and name the keys."""
+
+    def flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, Mapping):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    saved.pop("_provenance", None)
+    old, new = flat(saved), flat(config_to_dict(cfg))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise ConfigError(
+            f"--resume with a config that differs from {saved_path} in {', '.join(changed)}; "
+            "resume with the same config, or start a new output_dir"
+        )
+
+
+def load_pipeline(directory: Path | str, device: str | torch.device = "cpu", batch_size: int = 8) -> Pipeline:
+    """The pipeline a checkpoint folder defines: its retriever, meta config, generator, k and setting."""
+    directory = Path(directory)
+    spec = load_spec(directory)
+    generator = build_generator(generator_config(directory, spec), spec.meta, device)
+    return Pipeline(
+        load_retriever(directory, device),
+        generator,
+        spec.meta,
+        PipelineConfig(k=spec.k, setting=spec.setting, batch_size=batch_size),
+    )

@@ -1,0 +1,165 @@
+"""Generator backbones built offline, for machines without the model hub (METHOD.md §5).
+
+The paper fine-tunes pre-trained T5-Base. Without hub access two stand-ins are built locally and saved as
+ordinary Hugging Face model folders, usable as ``generator.model: PATH``:
+
+- :func:`build_t5_from_scratch`: a SentencePiece-style unigram tokenizer trained on the dataset's own
+  text and a randomly initialised T5. It learns the task from the training dialogues alone, so expect
+  numbers nearer the no-pre-training systems of METHOD.md §7 (CDNet, FG2Seq) than T5-Base.
+- :func:`build_bert2bert`: an encoder-decoder warm-started from a BERT-style encoder (the bundled
+  all-MiniLM-L6-v2) on both sides, the decoder given cross-attention (Rothe et al., 2020). Pre-trained
+  but small (6 layers, d = 384).
+
+Both folders already hold the meta-knowledge tokens (``<1th-entity>`` …) in their vocabulary, so the
+generator never has to grow the embeddings (which ``EncoderDecoderModel`` refuses to do).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mktod.datasets import DataPaths, get_loader
+from mktod.kb import linearise, value_text
+from mktod.meta import SPECIAL_TOKENS
+
+T5Size = Literal["tiny", "small"]
+
+# "small" is the published T5-Small shape; "tiny" fits a CPU smoke run (about 2M parameters + embeddings).
+_T5_SHAPES: dict[str, dict[str, int]] = {
+    "small": {"d_model": 512, "d_ff": 2048, "d_kv": 64, "num_layers": 6, "num_heads": 8},
+    "tiny": {"d_model": 128, "d_ff": 512, "d_kv": 32, "num_layers": 2, "num_heads": 4},
+}
+# T5's own layout: pad 0, eos 1, unk 2 (the decoder starts from pad).
+_T5_SPECIALS = ("<pad>", "</s>", "<unk>")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What was built: the folder to put in ``generator.model``, and its size."""
+
+    path: Path
+    kind: str
+    parameters: int
+    vocab_size: int
+
+
+def dataset_texts(dataset: str, paths: DataPaths, split: str = "train") -> list[str]:
+    """The text a from-scratch tokenizer should cover: every utterance and KB record of ``split``.
+
+    Values appear both raw (``pizza_hut``, as responses write them) and spaced (as records are
+    linearised), so both forms get pieces.
+    """
+    data = get_loader(dataset).load_split(split, paths)
+    texts: list[str] = []
+    seen_kbs: set[int] = set()
+    for dialogue in data.dialogues:
+        for turn in dialogue.turns:
+            texts += [turn.user, turn.response, value_text(turn.response)]
+        if id(dialogue.kb) not in seen_kbs:
+            seen_kbs.add(id(dialogue.kb))
+            texts += [linearise(r) for r in dialogue.kb]
+    return texts
+
+
+def train_unigram_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> Any:
+    """A T5 tokenizer whose unigram vocabulary (the SentencePiece algorithm) is trained on ``texts``.
+
+    Trained with the ``tokenizers`` library's implementation of SentencePiece unigram, with the same
+    pre-tokenisation T5's tokenizer applies, so no ``sentencepiece`` package is needed. ``vocab_size``
+    is an upper bound: a small corpus yields fewer pieces. The meta-knowledge tags are added as
+    unsplittable tokens after the trained pieces.
+    """
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import Unigram
+    from tokenizers.trainers import UnigramTrainer
+    from transformers import T5Tokenizer
+
+    tok = Tokenizer(Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
+    )
+    trainer = UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=list(_T5_SPECIALS), unk_token="<unk>", show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    vocab = [(str(piece), float(score)) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+    if [p for p, _ in vocab[:3]] != list(_T5_SPECIALS):
+        raise RuntimeError(f"unigram trainer put {vocab[:3]} first; T5 needs {_T5_SPECIALS} at ids 0-2")
+    # No sentinel <extra_id_*> tokens: they serve T5's span-corruption pre-training, which never happens.
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    tokenizer.add_tokens(list(SPECIAL_TOKENS), special_tokens=True)
+    return tokenizer
+
+
+def build_t5_from_scratch(
+    train_texts: Sequence[str], out_dir: Path, size: T5Size = "small", vocab_size: int = 8000, seed: int = 0
+) -> Backbone:
+    """Train a tokenizer on ``train_texts`` and save it with a randomly initialised T5 in ``out_dir``."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    if size not in _T5_SHAPES:
+        raise ValueError(f"unknown T5 size {size!r}; use one of {', '.join(_T5_SHAPES)}")
+    if not train_texts:
+        raise ValueError("no training text for the tokenizer")
+    tokenizer = train_unigram_tokenizer(train_texts, vocab_size)
+    shape: dict[str, Any] = dict(_T5_SHAPES[size])
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        num_decoder_layers=shape["num_layers"],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **shape,
+    )
+    config.decoder_start_token_id = tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    return _save(model, tokenizer, out_dir, f"t5-scratch-{size}")
+
+
+def build_bert2bert(encoder_path: str | Path, out_dir: Path) -> Backbone:
+    """An ``EncoderDecoderModel`` warm-started from the BERT-style model at ``encoder_path`` (both sides).
+
+    The decoder is the same checkpoint with ``is_decoder=True`` and freshly initialised cross-attention.
+    BERT has no end-of-sequence token: ``[SEP]`` plays eos, ``[CLS]`` starts the decoder, as in
+    Rothe et al. The meta tokens are added to the vocabulary here and both embedding matrices grown.
+    """
+    from transformers import AutoTokenizer, EncoderDecoderModel
+
+    source = str(encoder_path)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.add_tokens(list(SPECIAL_TOKENS), special_tokens=True)
+    if tokenizer.eos_token is None:
+        tokenizer.eos_token = tokenizer.sep_token
+    if tokenizer.bos_token is None:
+        tokenizer.bos_token = tokenizer.cls_token
+    model: Any = EncoderDecoderModel.from_encoder_decoder_pretrained(source, source)
+    # EncoderDecoderModel.resize_token_embeddings raises; each side resizes on its own.
+    model.encoder.resize_token_embeddings(len(tokenizer))
+    model.decoder.resize_token_embeddings(len(tokenizer))
+    ids = {
+        "decoder_start_token_id": tokenizer.cls_token_id,
+        "bos_token_id": tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    for name, value in ids.items():
+        setattr(model.config, name, value)
+        setattr(model.generation_config, name, value)
+    model.config.vocab_size = len(tokenizer)
+    return _save(model, tokenizer, out_dir, "bert2bert")
+
+
+def _save(model: Any, tokenizer: Any, out_dir: Path, kind: str) -> Backbone:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    parameters = sum(p.numel() for p in model.parameters())
+    info = Backbone(out_dir, kind, parameters, len(tokenizer))
+    summary = {"kind": kind, "parameters": parameters, "vocab_size": len(tokenizer)}
+    (out_dir / "backbone.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return info

@@ -1,0 +1,395 @@
+"""Joint training of retriever and generator (METHOD.md §3, §6): L = α·NLL + β·MML (+ γ·CTR).
+
+One loop, :func:`train`, reads top to bottom: batch -> retrieve (no grad) -> tag -> re-score (grad) ->
+generator likelihoods -> loss -> step -> log -> evaluate -> save. The pieces it calls are the ones the
+pipeline uses at inference (Retriever, MetaConfig.tag, Seq2SeqGenerator), not copies.
+
+Layout of ``output_dir``: ``config.yaml`` (resolved config + provenance), ``log.jsonl`` (losses, dev
+scores), ``eval/step-NNNNNN/`` (dev predictions and records), ``last/`` (resumable: a pipeline checkpoint
+plus ``state.pt``) and ``best/`` (the checkpoint with the best dev Entity F1), see :mod:`mktod.checkpoint`.
+
+One device per run (``device`` is a parameter; bf16 autocast is a config option). The paper's effective
+batch of 64 turns is ``batch_size × grad_accum``; multi-GPU data parallelism is not implemented.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from mktod import __version__
+from mktod.checkpoint import (
+    PipelineSpec,
+    check_same_config,
+    is_complete,
+    load_retriever,
+    load_state,
+    save_checkpoint,
+)
+from mktod.config import dump_config
+from mktod.datasets import DataPaths, get_loader
+from mktod.encoder import DenseEncoder, EncoderConfig
+from mktod.errors import ConfigError
+from mktod.evaluate import evaluate_pipeline
+from mktod.evaluate_retriever import large_kb
+from mktod.generators.base import GeneratorConfig, GeneratorInput, Likelihoods, build_generator
+from mktod.generators.seq2seq import Seq2SeqGenerator
+from mktod.losses import ctr_loss, mml_loss, nll_loss
+from mktod.meta import MetaConfig
+from mktod.metrics import EntityVocab
+from mktod.pipeline import KBSetting, Pipeline, PipelineConfig
+from mktod.retriever import Retriever, build_retriever
+from mktod.train_data import build_examples, data_fingerprint, donor_kbs, record_scores, retrieve_records
+from mktod.types import Split
+
+# ------------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["smd", "camrest", "mwoz"] = "mwoz"
+    setting: KBSetting = "condensed"
+    train_split: str = "train"
+    dev_split: str | None = "dev"  # None: no evaluation, no best/ checkpoint
+    limit_dialogues: int | None = None  # first N training dialogues only (smoke runs)
+
+
+@dataclass(frozen=True)
+class RetrieverSection:
+    init: str | None = None  # a warm-up checkpoint (runs/retriever-mwoz or .../final); None: `encoder`
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    k: int = 7  # METHOD.md §2: condensed 6 / 6 / 8 (MWOZ / CamRest / SMD), large-scale 7
+    refresh_every: int = 100  # large-scale: steps between re-embeddings of the KB index
+    lr: float = 1e-4
+    freeze: bool = False  # True: the retriever is fixed (no scores with gradient are computed)
+    batch_size: int = 64  # embedding batch of no-grad retrieval
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    alpha: float = 1.0  # NLL: mean over turns of −log p(r|c,E), a sequence log-prob like MML's
+    beta: float = 1.0  # MML
+    gamma: float = 1.0  # CTR (only with use_ctr)
+    use_mml: bool = True
+    use_ctr: bool = False
+    detach_generator: bool = False  # MML trains the retriever only
+    # q = softmax(s/τ). METHOD.md has τ = 1 for BERT inner products; cosine scores in [-1, 1] (the
+    # normalised MiniLM encoder) need a small τ (0.05, as in the warm-up) or q is nearly uniform.
+    mml_temperature: float = 1.0
+    ctr_top_n: int = 1
+    ctr_margin: float = 0.01
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4  # generator; the retriever's is retriever.lr
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0  # share of max_steps with a linear warm-up; then linear decay to 0
+    grad_clip: float = 1.0
+    batch_size: int = 8  # turns per micro-batch
+    grad_accum: int = 8  # micro-batches per optimizer step: 8 × 8 = the paper's 64 turns
+    max_steps: int = 1500
+    eval_every: int = 100  # steps between dev evaluations (and the last step)
+    eval_limit: int | None = None  # first N dev turns only, to keep evaluation cheap
+    eval_batch_size: int = 16
+    save_every: int = 100  # steps between resumable checkpoints (and the last step)
+    log_every: int = 10
+    seed: int = 42
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast, fp32 master weights
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = "runs/mktod"
+    data: DataConfig = field(default_factory=DataConfig)
+    retriever: RetrieverSection = field(default_factory=RetrieverSection)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.setting == "large" and self.data.dataset == "smd":
+            raise ValueError("SMD has no dataset-level KB; use data.setting: condensed")
+        if self.retriever.k < 1 or self.retriever.refresh_every < 1:
+            raise ValueError("retriever.k and retriever.refresh_every must be at least 1")
+        o = self.optim
+        if min(o.batch_size, o.grad_accum, o.max_steps, o.eval_every, o.save_every, o.log_every) < 1:
+            raise ValueError("optim batch_size, grad_accum, max_steps and the *_every intervals must be >= 1")
+        if not (self.loss.use_mml or self.loss.use_ctr or self.loss.alpha > 0):
+            raise ValueError("no loss left: set loss.alpha > 0 or enable use_mml / use_ctr")
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """One micro-batch's loss and its parts (scalars; a term switched off is None)."""
+
+    total: Tensor
+    nll: Tensor
+    mml: Tensor | None = None
+    ctr: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    last: Path
+    best: Path | None  # None when no dev split is configured
+    start_step: int  # 0, or the step a resumed run continued from
+    steps: int
+    losses: dict[str, float]  # mean of the last step's micro-batches: loss, nll, mml, ctr
+    best_entity_f1: float | None
+    best_step: int | None
+
+
+def joint_loss(cfg: LossConfig, joint: Tensor, lik: Likelihoods | None, scores: Tensor | None) -> LossTerms:
+    """α·NLL(joint[B]) + β·MML(scores[B,K], lik.single[B,K]) + γ·CTR(lik), over turns with records."""
+    nll = nll_loss(joint)
+    total = cfg.alpha * nll
+    mml = ctr = None
+    if lik is not None:
+        has = lik.mask.any(-1)  # a turn with an empty KB and no donor has nothing to marginalise over
+        if cfg.use_mml and scores is not None and bool(has.any()):
+            mml = mml_loss(
+                scores[has].float(), lik.single[has], cfg.mml_temperature, cfg.detach_generator, lik.mask[has]
+            )
+            total = total + cfg.beta * mml
+        if cfg.use_ctr and lik.no_entity is not None and bool(has.any()):
+            ctr = ctr_loss(
+                lik.single[has],
+                lik.lengths[has],
+                lik.no_entity[has],
+                cfg.ctr_top_n,
+                cfg.ctr_margin,
+                lik.mask[has],
+            )
+            total = total + cfg.gamma * ctr
+    return LossTerms(total, nll, mml, ctr)
+
+
+def _param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n]
+    decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n)]
+    return [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]
+
+
+def initial_retriever(section: RetrieverSection, device: str) -> Retriever:
+    if section.init is None:
+        encoder = DenseEncoder.from_pretrained(section.encoder, device)
+        return Retriever(encoder, batch_size=section.batch_size)
+    retriever = build_retriever(section.init, device, section.batch_size)
+    if not isinstance(retriever, Retriever):
+        raise ConfigError(
+            f"retriever.init {section.init!r}: joint training needs a dense retriever checkpoint"
+        )
+    return retriever
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+
+def train(
+    cfg: TrainConfig, paths: DataPaths, device: str = "cpu", resume: bool = False, command: str = ""
+) -> TrainResult:
+    """Train jointly from step 0 (or ``last/`` with ``resume``); returns where the checkpoints are."""
+    out = Path(cfg.output_dir)
+    last_dir, best_dir = out / "last", out / "best"
+    if is_complete(last_dir) and not resume:
+        raise ConfigError(
+            f"{out} already holds a checkpoint; pass --resume to continue, or another output_dir"
+        )
+    resuming = resume and is_complete(last_dir)
+    if resuming:
+        check_same_config(cfg, last_dir / "config.yaml")
+    opt, large = cfg.optim, cfg.data.setting == "large"
+    torch.manual_seed(opt.seed)  # random parts of the models (new embeddings, cross-attention) too
+
+    # Data: one example per system turn; the dev split is scored through the inference pipeline.
+    loader = get_loader(cfg.data.dataset)
+    global_kb = large_kb(cfg.data.dataset, paths) if large else None
+    split = loader.load_split(cfg.data.train_split, paths)
+    if cfg.data.limit_dialogues is not None:
+        split = Split(split.dataset, split.split, split.dialogues[: cfg.data.limit_dialogues])
+    examples = build_examples(split, global_kb)
+    donors = donor_kbs(examples) if not large else []
+    dev = loader.load_split(cfg.data.dev_split, paths) if cfg.data.dev_split else None
+    vocab = EntityVocab.from_file(cfg.data.dataset, loader.entity_file(paths)) if dev else None
+    if not examples:
+        raise ConfigError(f"{cfg.data.dataset} {cfg.data.train_split}: no training turns")
+
+    # Models, optimizer and schedule; a resumed run reloads all of them from last/.
+    retriever = load_retriever(last_dir, device) if resuming else initial_retriever(cfg.retriever, device)
+    retriever.batch_size = cfg.retriever.batch_size
+    gen_cfg = replace(cfg.generator, model=str(last_dir / "generator")) if resuming else cfg.generator
+    generator = build_generator(gen_cfg, cfg.meta, device)
+    if not isinstance(generator, Seq2SeqGenerator):
+        raise ConfigError(f"generator.kind {cfg.generator.kind!r} cannot be trained; use seq2seq")
+    groups = _param_groups(generator.model, opt.lr, opt.weight_decay)
+    if not cfg.retriever.freeze:
+        groups += _param_groups(retriever.encoder, cfg.retriever.lr, opt.weight_decay)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
+        optimizer, round(opt.warmup_ratio * opt.max_steps), opt.max_steps
+    )
+    step, best_f1, best_step = 0, None, None
+    if resuming:
+        state = load_state(last_dir)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best_f1, best_step = int(state["step"]), state["best_f1"], state["best_step"]
+        torch.set_rng_state(state["rng_torch"])
+        if torch.cuda.is_available() and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        tqdm.write(f"resumed from {last_dir} at step {step}/{opt.max_steps}", file=sys.stderr)
+    start_step = step
+
+    provenance = {
+        "command": command,
+        "data_version": data_fingerprint(examples),
+        "data": {"dataset": cfg.data.dataset, "split": cfg.data.train_split, "turns": len(examples)},
+        "mktod_version": __version__,
+        "torch_version": str(torch.__version__),
+        "device": device,
+        "start_step": start_step,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    dump_config(cfg, out / "config.yaml", provenance)
+    config_text = (out / "config.yaml").read_text(encoding="utf-8")
+    spec = PipelineSpec(
+        cfg.data.dataset, cfg.retriever.k, cfg.data.setting, cfg.meta, cfg.generator, cfg.generator.model
+    )
+    need_scores = cfg.loss.use_mml and not cfg.retriever.freeze
+    need_single = cfg.loss.use_mml or cfg.loss.use_ctr
+    batches_per_epoch = math.ceil(len(examples) / opt.batch_size)
+    autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=opt.precision == "bf16")
+    log_path = out / "log.jsonl"
+    index_step: int | None = None
+    last: dict[str, float] = {}
+    generator.model.train()
+    retriever.encoder.train(not cfg.retriever.freeze)
+    bar = tqdm(total=opt.max_steps, initial=step, desc="joint training", unit="step")
+    started = time.monotonic()
+    while step < opt.max_steps:
+        # Large-scale: top-K comes from an index of KB embeddings refreshed every refresh_every steps.
+        if (
+            large
+            and global_kb is not None
+            and (index_step is None or step - index_step >= cfg.retriever.refresh_every)
+        ):
+            retriever.build_index(global_kb)
+            index_step = step
+        sums: dict[str, float] = {}
+        for micro in range(opt.grad_accum):
+            # Batch order depends only on (seed, epoch): a resumed run sees the same batches.
+            m = step * opt.grad_accum + micro
+            epoch, position = divmod(m, batches_per_epoch)
+            order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(opt.seed + epoch))
+            batch = [examples[i] for i in order[position * opt.batch_size : (position + 1) * opt.batch_size]]
+
+            records = retrieve_records(
+                retriever, batch, cfg.retriever.k, cfg.meta, donors, seed=f"{opt.seed}:{m}"
+            )
+            inputs = [GeneratorInput(ex.context, recs) for ex, recs in zip(batch, records, strict=True)]
+            targets = [ex.response for ex in batch]
+            with autocast:
+                scores = (
+                    record_scores(retriever, [ex.query for ex in batch], records)[0] if need_scores else None
+                )
+                if need_single:
+                    lik = generator.joint_and_single_logprobs(
+                        inputs, targets, with_no_entity=cfg.loss.use_ctr
+                    )
+                    joint = lik.joint
+                else:  # NLL only (the "w/o MML" ablation): no single-record decoder pass
+                    lik, joint = None, generator.joint_logprobs(inputs, targets)
+            terms = joint_loss(cfg.loss, joint, lik, scores)
+            (terms.total / opt.grad_accum).backward()  # type: ignore[no-untyped-call]
+            for name in ("total", "nll", "mml", "ctr"):
+                value = getattr(terms, name)
+                if value is not None:
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) / opt.grad_accum
+
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, opt.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        last = {("loss" if k == "total" else k): v for k, v in sums.items()}
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
+
+        rates = scheduler.get_last_lr()  # [generator decay, no decay, retriever decay, no decay]
+        entry: dict[str, Any] = {
+            "step": step,
+            **last,
+            "grad_norm": grad_norm,
+            "lr": rates[0],
+            "lr_retriever": 0.0 if cfg.retriever.freeze else rates[-1],
+        }
+        if dev is not None and vocab is not None and (step % opt.eval_every == 0 or step == opt.max_steps):
+            pipeline = Pipeline(
+                retriever,
+                generator,
+                cfg.meta,
+                PipelineConfig(cfg.retriever.k, cfg.data.setting, opt.eval_batch_size),
+            )
+            result = evaluate_pipeline(
+                pipeline, dev, vocab, out / "eval" / f"step-{step:06d}", global_kb, opt.eval_limit
+            )
+            index_step = step if large else index_step  # evaluation re-indexed the KB with current weights
+            scores_json = {
+                "step": step,
+                **result.responses.as_dict(),
+                **{f"recall@{k}": v for k, v in result.retrieval.recall.items()},
+            }
+            entry["dev"] = scores_json
+            f1, bleu = result.responses.entity_f1, result.responses.bleu
+            tqdm.write(f"step {step}: dev entity F1 {f1:.2f} BLEU {bleu:.2f}", file=sys.stderr)
+            if best_f1 is None or f1 > best_f1:
+                best_f1, best_step = f1, step
+                extra = {"dev_scores.json": json.dumps(scores_json, indent=2) + "\n"}
+                save_checkpoint(best_dir, generator, retriever, spec, config_text, extra_files=extra)
+        if step % opt.log_every == 0 or step == opt.max_steps or "dev" in entry:
+            entry["elapsed_s"] = round(time.monotonic() - started, 1)
+            with log_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        if step % opt.save_every == 0 or step == opt.max_steps:
+            state = {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best_f1": best_f1,
+                "best_step": best_step,
+                "rng_torch": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            }
+            save_checkpoint(last_dir, generator, retriever, spec, config_text, state)
+            if large and global_kb is not None:  # what a run resumed from here will index first
+                retriever.build_index(global_kb)
+                index_step = step
+    bar.close()
+    best = best_dir if is_complete(best_dir) else None
+    return TrainResult(out, last_dir, best, start_step, step, last, best_f1, best_step)
+
+
+def result_dict(result: TrainResult) -> dict[str, Any]:
+    """TrainResult as JSON-friendly data (paths as strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}

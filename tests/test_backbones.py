@@ -1,0 +1,94 @@
+"""Offline backbones: a T5 from scratch with a trained unigram tokenizer, and a BERT2BERT, both tiny."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from retriever_helpers import save_tiny_model, write_camrest_sample
+from transformers import AutoConfig
+
+from mktod.datasets import DataPaths
+from mktod.generators.backbones import build_bert2bert, build_t5_from_scratch, dataset_texts
+from mktod.generators.base import GeneratorConfig, GeneratorInput
+from mktod.generators.seq2seq import Seq2SeqGenerator
+from mktod.meta import SPECIAL_TOKENS, negative_record, tag_hits
+from mktod.types import Hit, Record, Utterance
+
+torch.set_num_threads(1)
+
+SENTENCES = [
+    "i want cheap italian food in the centre",
+    "pizza_hut_city_centre serves cheap italian food",
+    "pizza hut city centre serves cheap italian food",
+    "the phone number is 01223_323737",
+    "golden wok is a moderate chinese place in the north",
+    "name golden wok ; area north ; food chinese ; pricerange moderate",
+] * 3
+RECORDS = (
+    Record("r1", {"name": "golden_wok", "area": "north", "food": "chinese"}),
+    Record("r2", {"name": "pizza_hut", "area": "centre", "food": "italian"}),
+)
+CONTEXT = (Utterance("user", "i want cheap italian food in the centre"),)
+
+
+def _batch() -> list[GeneratorInput]:
+    tagged = tag_hits([Hit(RECORDS[1], 1.0, 1)], CONTEXT)
+    return [
+        GeneratorInput(CONTEXT, (*tagged, negative_record(RECORDS, [0.0, 1.0]))),
+        GeneratorInput(
+            "golden wok please", tag_hits([Hit(r, 1.0, i) for i, r in enumerate(RECORDS, 1)], "x")
+        ),
+    ]
+
+
+def _check_generator(path: Path) -> Seq2SeqGenerator:
+    gen = Seq2SeqGenerator.from_pretrained(GeneratorConfig(model=str(path), max_target_tokens=6))
+    tok = gen.tokenizer
+    for token in SPECIAL_TOKENS:
+        assert len(tok.encode(token, add_special_tokens=False)) == 1
+    # The meta tokens were already in the saved vocabulary: the generator had nothing to grow.
+    assert gen.model.get_input_embeddings().weight.shape[0] == len(tok)
+    lik = gen.joint_and_single_logprobs(_batch(), ["pizza hut is cheap", "golden wok"], with_no_entity=True)
+    assert lik.single.shape == (2, 2) and torch.isfinite(lik.joint).all()
+    lik.joint.sum().backward()
+    assert all(isinstance(t, str) for t in gen.generate(_batch()))
+    return gen
+
+
+def test_t5_from_scratch_trains_a_tokenizer_and_saves_a_loadable_model(tmp_path: Path) -> None:
+    built = build_t5_from_scratch(SENTENCES, tmp_path / "t5", size="tiny", vocab_size=120)
+    assert built.kind == "t5-scratch-tiny" and built.vocab_size <= 120 + len(SPECIAL_TOKENS)
+    info = json.loads((tmp_path / "t5" / "backbone.json").read_text())
+    assert info["parameters"] == built.parameters
+    gen = _check_generator(tmp_path / "t5")
+    tok = gen.tokenizer
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    assert gen.model.config.decoder_start_token_id == 0 and gen.model.config.d_model == 128
+    # Words of the corpus come back from the pieces unchanged.
+    ids = tok.encode("golden wok serves chinese food", add_special_tokens=False)
+    assert tok.decode(ids) == "golden wok serves chinese food"
+    with pytest.raises(ValueError, match="unknown T5 size"):
+        build_t5_from_scratch(SENTENCES, tmp_path / "x", size="huge")  # type: ignore[arg-type]
+
+
+def test_bert2bert_warm_starts_both_sides_and_works_as_fid(tmp_path: Path) -> None:
+    encoder = save_tiny_model(tmp_path / "bert")
+    built = build_bert2bert(encoder, tmp_path / "b2b")
+    assert built.kind == "bert2bert"
+    config = AutoConfig.from_pretrained(tmp_path / "b2b")
+    assert config.is_encoder_decoder and config.decoder.is_decoder and config.decoder.add_cross_attention
+    gen = _check_generator(tmp_path / "b2b")
+    tok = gen.tokenizer
+    assert tok.eos_token == "[SEP]" and gen.model.config.decoder_start_token_id == tok.cls_token_id
+    assert gen.model.config.pad_token_id == tok.pad_token_id
+
+
+def test_dataset_texts_cover_utterances_and_records(tmp_path: Path) -> None:
+    paths = DataPaths(write_camrest_sample(tmp_path / "data"), tmp_path / "cache")
+    texts = dataset_texts("camrest", paths)
+    assert "pizza_hut_city_centre serves cheap italian food" in texts
+    assert "pizza hut city centre serves cheap italian food" in texts
+    assert any(t.startswith("name pizza hut city centre ; ") for t in texts)

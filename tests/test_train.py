@@ -1,0 +1,221 @@
+"""Joint training end to end on tiny models and the 3-dialogue CamRest sample (a few steps each)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from train_helpers import make_models, tiny_config, write_data
+
+import mktod.train as train_module
+from mktod.checkpoint import is_complete, load_pipeline, load_spec
+from mktod.config import load_config
+from mktod.datasets import DataPaths, get_loader
+from mktod.errors import ConfigError
+from mktod.evaluate import PipelineEvaluation
+from mktod.metrics import RecallScores, ResponseScores
+from mktod.retriever import Retriever
+from mktod.train import TrainConfig, train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("train")
+    make_models(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def paths(root: Path) -> DataPaths:
+    return write_data(root)
+
+
+def _log(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("setting", ["condensed", "large"])
+def test_three_step_run_trains_both_sides_and_writes_checkpoints(
+    root: Path, paths: DataPaths, setting: str
+) -> None:
+    cfg = tiny_config(root, f"run-{setting}", f"data.setting={setting}", "retriever.refresh_every=2")
+    initial = _weights(_tiny_retriever(cfg))
+    result = train(cfg, paths, command="mktod train --config x")
+    assert result.steps == 3 and result.start_step == 0
+    assert set(result.losses) == {"loss", "nll", "mml"}
+    assert all(math.isfinite(v) for v in result.losses.values())
+
+    out = root / f"run-{setting}"
+    log = _log(out)
+    assert [e["step"] for e in log] == [1, 2, 3]
+    assert all(math.isfinite(e["mml"]) and e["grad_norm"] > 0 for e in log)
+    assert [e["step"] for e in log if "dev" in e] == [2, 3]  # eval_every 2, and the last step
+    for name in ("last", "best"):
+        folder = out / name
+        assert is_complete(folder)
+        assert (folder / "generator" / "config.json").is_file() and (
+            folder / "retriever" / "retriever.json"
+        ).is_file()
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        assert saved["_provenance"]["command"] == "mktod train --config x"
+        assert len(saved["_provenance"]["data_version"]) == 64
+        spec = load_spec(folder)
+        assert (spec.k, spec.setting, spec.dataset, spec.generator.model) == (
+            2,
+            setting,
+            "camrest",
+            "generator",
+        )
+    assert (out / "last" / "state.pt").is_file() and (out / "best" / "dev_scores.json").is_file()
+    assert (out / "eval" / "step-000002" / "predictions.txt").is_file()
+    # MML's gradient reached the retriever: its weights moved.
+    assert _changed(initial, _weights(Retriever.load(out / "last" / "retriever").encoder))
+    # The saved config reloads as a config.
+    assert load_config(TrainConfig, out / "config.yaml").optim.max_steps == 3
+
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, paths)
+
+
+def _tiny_retriever(cfg: TrainConfig) -> torch.nn.Module:
+    return train_module.initial_retriever(cfg.retriever, "cpu").encoder
+
+
+def test_mml_off_and_ctr_on_switch_the_losses(root: Path, paths: DataPaths) -> None:
+    cfg = tiny_config(root, "no-mml", "loss.use_mml=false", "optim.max_steps=2", "data.dev_split=null")
+    before = _weights(_tiny_retriever(cfg))
+    result = train(cfg, paths)
+    assert set(result.losses) == {"loss", "nll"} and result.best is None
+    assert result.losses["loss"] == pytest.approx(result.losses["nll"])
+    assert not _changed(before, _weights(Retriever.load(root / "no-mml" / "last" / "retriever").encoder))
+
+    cfg = tiny_config(
+        root, "ctr", "loss.use_ctr=true", "meta.mode=none", "optim.max_steps=1", "data.dev_split=null"
+    )
+    result = train(cfg, paths)
+    assert set(result.losses) == {"loss", "nll", "mml", "ctr"}
+    parts = result.losses["nll"] + result.losses["mml"] + result.losses["ctr"]
+    assert result.losses["loss"] == pytest.approx(parts, rel=1e-5)
+
+
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(
+    root: Path, paths: DataPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = ("optim.max_steps=4", "data.setting=large", "retriever.refresh_every=3")
+    full = train(tiny_config(root, "full", *overrides), paths)
+
+    save = train_module.save_checkpoint
+
+    def crash_after_step_2(directory: Path, *args: Any, **kwargs: Any) -> Path:
+        path = save(directory, *args, **kwargs)
+        state = kwargs.get("state") if "state" in kwargs else (args[4] if len(args) > 4 else None)
+        if state is not None and state["step"] == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(root, "cut", *overrides), paths)
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+
+    with pytest.raises(ConfigError, match=r"differs .* optim\.lr"):
+        train(tiny_config(root, "cut", *overrides, "optim.lr=0.01"), paths, resume=True)
+    resumed = train(tiny_config(root, "cut", *overrides), paths, resume=True)
+    assert resumed.start_step == 2 and resumed.steps == 4
+    for key, value in full.losses.items():
+        assert resumed.losses[key] == pytest.approx(value, abs=1e-5)
+    assert resumed.best_step == full.best_step
+    compared = 0
+    for part in ("generator", "retriever/context"):
+        for file in (root / "full" / "last" / part).glob("*.safetensors"):
+            compared += 1
+            x, y = load_file(file), load_file(root / "cut" / "last" / part / file.name)
+            for name in x:
+                torch.testing.assert_close(x[name], y[name], atol=1e-5, rtol=0)
+    assert compared == 2
+
+
+def _fake_evaluation(f1s: list[float]) -> Any:
+    calls: list[int] = []
+
+    def fake(
+        pipeline: Any, split: Any, vocab: Any, out_dir: Path, *args: Any, **kwargs: Any
+    ) -> PipelineEvaluation:
+        f1 = f1s[len(calls)]
+        calls.append(1)
+        scores = ResponseScores(1.0, f1, f1, f1, 3, 3, 1, 1, 1)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        recall = RecallScores({1: 50.0}, {1: 50.0}, 2, 2)
+        return PipelineEvaluation(scores, recall, 3, out_dir / "p.txt", out_dir / "r.jsonl")
+
+    return fake
+
+
+def test_best_checkpoint_is_the_best_dev_entity_f1(
+    root: Path, paths: DataPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_module, "evaluate_pipeline", _fake_evaluation([10.0, 30.0, 20.0]))
+    result = train(tiny_config(root, "best", "optim.eval_every=1"), paths)
+    assert (result.best_step, result.best_entity_f1) == (2, 30.0)
+    scores = json.loads((root / "best" / "best" / "dev_scores.json").read_text())
+    assert scores["step"] == 2 and scores["entity_f1"] == 30.0
+
+
+def test_load_pipeline_round_trip_generates(root: Path, paths: DataPaths) -> None:
+    folder = root / "run-condensed" / "best"
+    if not is_complete(folder):
+        train(tiny_config(root, "run-condensed"), paths)
+    pipeline = load_pipeline(folder)
+    assert pipeline.config.k == 2 and pipeline.config.setting == "condensed"
+    dialogue = get_loader("camrest").load_split("test", paths).dialogues[0]
+    reply = pipeline.respond(dialogue.context(0), dialogue.kb)
+    assert isinstance(reply.text, str) and len(reply.records) == 2
+    assert not any(r.negative for r in reply.records)  # no easy negative at inference
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="SMD has no dataset-level KB"):
+        load_config(TrainConfig, None, ["data.dataset=smd", "data.setting=large"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(TrainConfig, None, ["optim.learning_rate=0.1"])
+    with pytest.raises(ConfigError, match="no loss left"):
+        load_config(TrainConfig, None, ["loss.alpha=0", "loss.use_mml=false"])
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*-*-*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIGS if not p.name.startswith("retriever")], ids=lambda p: p.stem
+)
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(TrainConfig, path)
+    dataset, setting, variant = path.stem.split("-")
+    assert (cfg.data.dataset, cfg.data.setting) == (dataset, setting)
+    assert cfg.optim.batch_size * cfg.optim.grad_accum == 64 and cfg.optim.max_steps == 1500
+    expected_k = 7 if setting == "large" else {"mwoz": 6, "camrest": 6, "smd": 8}[dataset]
+    assert cfg.retriever.k == expected_k
+    assert cfg.generator.max_target_tokens == (128 if dataset == "smd" else 64)
+    assert cfg.loss.use_ctr == (variant == "ctr")
+    assert cfg.meta.mode == {"prefix": "prefix", "prompt": "prompt", "ctr": "none"}[variant]
+
+
+def test_smoke_config_loads() -> None:
+    cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+    assert cfg.optim.max_steps <= 50 and cfg.optim.eval_limit is not None

@@ -1,0 +1,97 @@
+"""Tiny models, data and configs for the joint-training tests: nothing is downloaded.
+
+The 3-dialogue CamRest sample of retriever_helpers, its entity list, a random 2-layer BERT for the
+retriever and a T5 with d_model = 32 whose unigram tokenizer is trained on the sample.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from retriever_helpers import CAMREST_SAMPLE, save_tiny_model, write_camrest_sample
+from transformers import T5Config, T5ForConditionalGeneration
+
+from mktod.config import load_config
+from mktod.datasets import DataPaths
+from mktod.generators.backbones import train_unigram_tokenizer
+from mktod.train import TrainConfig
+
+ENTITIES = {
+    "address": ["regent_street_city_centre", "finders_corner_newmarket_road", "191_histon_road_chesterton"],
+    "area": ["centre", "east", "north"],
+    "food": ["italian", "international", "chinese"],
+    "phone": ["01223_323737", "01223_812660", "01223_350688"],
+    "pricerange": ["cheap", "moderate"],
+    "name": ["pizza_hut_city_centre", "the_missing_sock", "golden_wok"],
+}
+
+
+def write_data(root: Path) -> DataPaths:
+    """The sample as CamRest train/dev/test, with an entity list so dev can be scored."""
+    write_camrest_sample(root / "data")
+    entities = root / "data" / "camrest" / "eer_txt" / "camrest_entities.json"
+    entities.write_text(json.dumps(ENTITIES), encoding="utf-8")
+    return DataPaths(root / "data", root / "cache")
+
+
+def save_tiny_t5(path: Path, seed: int = 0) -> Path:
+    """A T5 with d_model 32 and a unigram tokenizer trained on the sample, saved as a model folder."""
+    texts = [line for line in CAMREST_SAMPLE.splitlines() if line]
+    texts += [t.replace("_", " ") for t in texts]
+    tokenizer = train_unigram_tokenizer(texts, vocab_size=300)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_ff=64,
+        d_kv=16,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config.decoder_start_token_id = tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_models(root: Path) -> tuple[Path, Path]:
+    bert, t5 = root / "tiny-bert", root / "tiny-t5"
+    if not bert.exists():
+        save_tiny_model(bert)
+    if not t5.exists():
+        save_tiny_t5(t5)
+    return bert, t5
+
+
+def tiny_config(root: Path, out: str, *overrides: str) -> TrainConfig:
+    """A few-step CamRest run on the tiny models; ``overrides`` as on the command line."""
+    bert, t5 = make_models(root)
+    base = [
+        f"output_dir={root / out}",
+        "data.dataset=camrest",
+        "data.setting=condensed",
+        f"retriever.encoder.model={bert}",
+        "retriever.encoder.max_context_length=64",
+        "retriever.encoder.max_record_length=32",
+        "retriever.k=2",
+        "retriever.lr=0.001",
+        f"generator.model={t5}",
+        "generator.max_context_tokens=48",
+        "generator.max_record_tokens=24",
+        "generator.max_target_tokens=8",
+        "loss.mml_temperature=0.1",
+        "optim.lr=0.001",
+        "optim.batch_size=2",
+        "optim.grad_accum=2",
+        "optim.max_steps=3",
+        "optim.eval_every=2",
+        "optim.eval_limit=3",
+        "optim.save_every=2",
+        "optim.log_every=1",
+    ]
+    return load_config(TrainConfig, None, [*base, *overrides])
