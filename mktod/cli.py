@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from mktod import __version__
-from mktod.datasets.base import DataPaths
-from mktod.errors import MktodError
-from mktod.paths import default_cache_dir, default_data_dir, default_manifest
+from mktod.cli_common import DATASETS, add_path_options, data_paths
+from mktod.cli_generate import add_generator_arguments
+from mktod.cli_retriever import add_retriever_commands
+from mktod.cli_train import add_checkpoint_arguments, add_train_commands
+from mktod.errors import ConfigError, MktodError
+from mktod.paths import default_manifest
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _data_paths(args: argparse.Namespace) -> DataPaths:
-
-    data_dir = args.data_dir or os.environ.get("MKTOD_DATA_DIR") or default_data_dir()
-    cache_dir = args.cache_dir or os.environ.get("MKTOD_CACHE_DIR") or default_cache_dir()
-    return DataPaths(data_dir=Path(data_dir), cache_dir=Path(cache_dir))
 
 
 def _print_json(obj: object) -> None:
@@ -46,7 +41,7 @@ def _scores_json(scores: object) -> dict[str, object]:
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from mktod.datasets.stats import compute_stats, format_stats_table, stats_to_json
 
-    stats = compute_stats(_data_paths(args), args.dataset or None)
+    stats = compute_stats(data_paths(args), args.dataset or None)
     if args.json:
         _print_json(stats_to_json(stats))
     else:
@@ -57,7 +52,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from mktod.fetch import fetch, load_manifest
 
-    paths = _data_paths(args)
+    paths = data_paths(args)
     entries = load_manifest(Path(args.manifest) if args.manifest else default_manifest())
     if args.only:
         entries = tuple(e for e in entries if e.file.startswith(tuple(args.only)))
@@ -71,9 +66,24 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a predictions file, or generate the predictions first with a checkpoint or a chat LLM."""
+    modes = [bool(args.predictions), bool(args.checkpoint), args.generator is not None]
+    if sum(modes) != 1:
+        raise ConfigError(
+            "evaluate: pass exactly one of --predictions FILE, --checkpoint DIR, --generator openai"
+        )
+    if args.checkpoint:
+        from mktod.cli_train import evaluate_checkpoint
+
+        return evaluate_checkpoint(args)
+    if args.generator is not None:
+        from mktod.cli_generate import evaluate_with_generator
+
+        return evaluate_with_generator(args)
+
     from mktod.evaluate import evaluate_file
 
-    scores = evaluate_file(args.dataset, args.split, Path(args.predictions), _data_paths(args))
+    scores = evaluate_file(args.dataset, args.split, Path(args.predictions), data_paths(args))
     _print_json({"dataset": args.dataset, "split": args.split, **_scores_json(scores)})
     return 0
 
@@ -81,7 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from mktod.baseline import run_baseline
 
-    result = run_baseline(args.dataset, args.split, Path(args.out), _data_paths(args))
+    result = run_baseline(args.dataset, args.split, Path(args.out), data_paths(args))
     _print_json(
         {"dataset": args.dataset, "split": args.split, "predictions": args.out, **_scores_json(result)}
     )
@@ -89,17 +99,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 # --- parser -------------------------------------------------------------------------------------
-
-
-def _add_paths(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir",
-        help="folder holding smd/, camrest/ and mwoz/ (default: $MKTOD_DATA_DIR, else ../shared/datasets "
-        "beside the repository)",
-    )
-    p.add_argument(
-        "--cache-dir", help="generated artefacts such as the MWOZ train build (default: data/cache)"
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,30 +111,40 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset statistics and download")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     stats = data_sub.add_parser("stats", help="per-split counts next to the counts MK-TOD reports")
-    _add_paths(stats)
-    stats.add_argument("--dataset", action="append", choices=["smd", "camrest", "mwoz"])
+    add_path_options(stats)
+    stats.add_argument("--dataset", action="append", choices=DATASETS)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     stats.set_defaults(handler=cmd_data_stats)
     fetch = data_sub.add_parser("fetch", help="download the canonical files and check their SHA-256")
-    _add_paths(fetch)
+    add_path_options(fetch)
     fetch.add_argument("--manifest", help="manifest JSON (default: data/manifest.json)")
     fetch.add_argument("--only", action="append", help="only files under this prefix, e.g. smd/")
     fetch.add_argument("--force", action="store_true", help="download even if a file is present")
     fetch.set_defaults(handler=cmd_data_fetch)
 
-    ev = sub.add_parser("evaluate", help="score predictions (BLEU, Entity F1) against a split")
-    _add_paths(ev)
-    ev.add_argument("--dataset", required=True, choices=["smd", "camrest", "mwoz"])
+    ev = sub.add_parser(
+        "evaluate",
+        help="score responses (BLEU, Entity F1, Recall@K) on a split: a predictions file, or generated by a "
+        "trained checkpoint or a chat LLM",
+    )
+    add_path_options(ev)
+    ev.add_argument("--dataset", required=True, choices=DATASETS)
     ev.add_argument("--split", required=True, choices=["dev", "test"])
-    ev.add_argument("--predictions", required=True, help="one predicted response per line")
+    ev.add_argument("--predictions", help="one predicted response per line, in canonical turn order")
+    # The chat-LLM options come first: the checkpoint group adds only the shared options still missing.
+    add_generator_arguments(ev)
+    add_checkpoint_arguments(ev)
     ev.set_defaults(handler=cmd_evaluate)
 
     bl = sub.add_parser("baseline", help="write predictions of the retrieve-and-fill baseline")
-    _add_paths(bl)
-    bl.add_argument("--dataset", required=True, choices=["smd", "camrest", "mwoz"])
+    add_path_options(bl)
+    bl.add_argument("--dataset", required=True, choices=DATASETS)
     bl.add_argument("--split", required=True, choices=["dev", "test"])
     bl.add_argument("--out", required=True, help="predictions file to write")
     bl.set_defaults(handler=cmd_baseline)
+
+    add_retriever_commands(sub)
+    add_train_commands(sub)
     return parser
 
 

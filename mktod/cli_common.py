@@ -1,0 +1,50 @@
+"""What every `mktod` subcommand shares: path options, their resolution and the offline default.
+
+Only the CLI (and the service's settings) read environment variables; library code takes paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from mktod.datasets.base import DataPaths
+from mktod.paths import default_cache_dir, default_data_dir
+
+DATASETS = ("smd", "camrest", "mwoz")
+
+
+def add_path_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="folder holding smd/, camrest/ and mwoz/ (default: $MKTOD_DATA_DIR, else ../shared/datasets "
+        "beside the repository)",
+    )
+    p.add_argument(
+        "--cache-dir", help="generated artefacts such as the MWOZ train build (default: data/cache)"
+    )
+
+
+def data_paths(args: argparse.Namespace) -> DataPaths:
+    data_dir = args.data_dir or os.environ.get("MKTOD_DATA_DIR") or default_data_dir()
+    cache_dir = args.cache_dir or os.environ.get("MKTOD_CACHE_DIR") or default_cache_dir()
+    return DataPaths(data_dir=Path(data_dir), cache_dir=Path(cache_dir))
+
+
+def offline_data_paths(args: argparse.Namespace) -> DataPaths:
+    """``data_paths`` for commands that load models: Hugging Face Hub access is off unless asked for.
+
+    The offline defaults (the bundled MiniLM, local backbones) need no network, and without this a hub
+    id would hang on network timeouts. A user with hub access (``t5-base``) sets HF_HUB_OFFLINE=0.
+    Call it before importing transformers: the hub client reads the variable on import.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return data_paths(args)
+
+
+def command_line() -> str:
+    """The command as the user typed it, saved beside checkpoints."""
+    return shlex.join(["mktod", *sys.argv[1:]]) if sys.argv[1:] else ""

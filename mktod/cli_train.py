@@ -1,0 +1,161 @@
+"""`mktod train`, `mktod build-backbone` and `mktod evaluate --checkpoint`, registered by cli.py.
+
+Handlers resolve paths and environment (the CLI's job) and call one library function each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mktod.cli_common import DATASETS, add_path_options, command_line, offline_data_paths
+from mktod.errors import ConfigError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    paths = offline_data_paths(args)  # before the imports below: the hub client reads it on import
+
+    from mktod.config import load_config
+    from mktod.train import TrainConfig, result_dict, train
+
+    cfg = load_config(TrainConfig, Path(args.config), list(args.set or []))
+    started = time.monotonic()
+    result = train(cfg, paths, device=args.device, resume=args.resume, command=command_line())
+    out = result_dict(result)
+    out["losses"] = {k: round(v, 4) for k, v in result.losses.items()}
+    out["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_build_backbone(args: argparse.Namespace) -> int:
+    paths = offline_data_paths(args)
+
+    from mktod.encoder import resolve_model
+    from mktod.generators.backbones import build_bert2bert, build_t5_from_scratch, dataset_texts
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ConfigError(f"{out} exists and is not empty; pass --force to overwrite it")
+    if args.kind == "t5-scratch":
+        if not args.dataset:
+            raise ConfigError("--kind t5-scratch trains its tokenizer on a dataset: pass --dataset")
+        texts = dataset_texts(args.dataset, paths)
+        built = build_t5_from_scratch(texts, out, size=args.size, vocab_size=args.vocab_size, seed=args.seed)
+    else:
+        built = build_bert2bert(resolve_model(args.encoder), out)
+    info = {"path": str(built.path), "kind": built.kind, "parameters": built.parameters}
+    print(json.dumps({**info, "vocab_size": built.vocab_size}, indent=2))
+    return 0
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """Generate a split with a trained checkpoint, score it, write outputs, print ONE JSON object."""
+    paths = offline_data_paths(args)
+
+    from mktod.checkpoint import load_pipeline, load_spec
+    from mktod.datasets import get_loader
+    from mktod.evaluate import evaluate_pipeline
+    from mktod.evaluate_retriever import large_kb
+    from mktod.metrics import EntityVocab
+
+    checkpoint = Path(args.checkpoint)
+    spec = load_spec(checkpoint)
+    if spec.dataset and spec.dataset != args.dataset:
+        raise ConfigError(f"{checkpoint} was trained on {spec.dataset}, not {args.dataset}")
+    setting = args.setting or spec.setting
+    started = time.monotonic()
+    loader = get_loader(args.dataset)
+    split = loader.load_split(args.split, paths)
+    vocab = EntityVocab.from_file(args.dataset, loader.entity_file(paths))
+    global_kb = large_kb(args.dataset, paths) if setting == "large" else None
+    pipeline = load_pipeline(checkpoint, args.device, batch_size=getattr(args, "batch_size", None) or 16)
+    # Beside the checkpoint, not inside it: training replaces best/ and last/ wholesale.
+    name = f"{checkpoint.name}-{args.dataset}-{args.split}-{setting}"
+    out_dir = Path(args.out) if args.out else checkpoint.parent / "eval" / name
+    result = evaluate_pipeline(pipeline, split, vocab, out_dir, global_kb=global_kb, limit=args.limit)
+    r = result.responses
+    summary: dict[str, object] = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "setting": setting,
+        "checkpoint": str(checkpoint),
+        "k": spec.k,
+        "meta": spec.meta.mode,
+        "bleu": round(r.bleu, 2),
+        "entity_f1": round(r.entity_f1, 2),
+        "entity_precision": round(r.entity_precision, 2),
+        "entity_recall": round(r.entity_recall, 2),
+        **{f"recall@{k}": round(v, 2) for k, v in result.retrieval.recall.items()},
+        "turns": result.turns,
+        "wall_s": round(time.monotonic() - started, 1),
+        "predictions": str(result.predictions_path),
+        "records": str(result.records_path),
+    }
+    run = {**summary, "command": command_line()}
+    (out_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parsers
+
+
+def _has(parser: argparse.ArgumentParser, option: str) -> bool:
+    return any(option in action.option_strings for action in parser._actions)
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--checkpoint`` (and whichever of --setting/--limit/--out/--device/--batch-size are missing).
+
+    The ``evaluate`` parser may already have some of them (the chat-LLM options); they are shared.
+    """
+    g = parser.add_argument_group("generate with a trained checkpoint instead of reading --predictions")
+    g.add_argument("--checkpoint", help="a checkpoint folder written by `mktod train` (runs/NAME/best)")
+    if not _has(parser, "--setting"):
+        g.add_argument(
+            "--setting", choices=["condensed", "large"], help="KB setting (default: the checkpoint's)"
+        )
+    if not _has(parser, "--limit"):
+        g.add_argument("--limit", type=int, help="only the first N system turns of the split")
+    if not _has(parser, "--out"):
+        g.add_argument("--out", help="output folder (default RUN/eval/CHECKPOINT-DATASET-SPLIT-SETTING)")
+    if not _has(parser, "--device"):
+        g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
+    if not _has(parser, "--batch-size"):
+        g.add_argument("--batch-size", type=int, default=16, help="turns generated per batch (default 16)")
+
+
+def add_train_commands(subparsers: Any) -> None:
+    """Register ``train`` and ``build-backbone`` on the main parser's subparsers."""
+    train = subparsers.add_parser(
+        "train", help="train retriever and generator jointly (NLL + MML), resumable"
+    )
+    add_path_options(train)
+    train.add_argument(
+        "--config", required=True, help="YAML config, e.g. configs/camrest-condensed-prefix.yaml"
+    )
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
+    train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=5e-5",
+    )
+    train.set_defaults(handler=cmd_train)
+
+    bb = subparsers.add_parser("build-backbone", help="build an offline generator backbone folder")
+    add_path_options(bb)
+    bb.add_argument("--kind", required=True, choices=["t5-scratch", "bert2bert"])
+    bb.add_argument("--dataset", choices=DATASETS, help="t5-scratch: the training split the tokenizer learns")
+    bb.add_argument("--out", required=True, help="folder to write, e.g. runs/backbones/camrest-t5-small")
+    bb.add_argument("--size", choices=["tiny", "small"], default="small", help="t5-scratch model size")
+    bb.add_argument("--vocab-size", type=int, default=8000, help="t5-scratch tokenizer size (upper bound)")
+    bb.add_argument("--seed", type=int, default=0, help="t5-scratch initialisation seed")
+    bb.add_argument("--encoder", default="all-MiniLM-L6-v2", help="bert2bert: BERT-style model to warm-start")
+    bb.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    bb.set_defaults(handler=cmd_build_backbone)

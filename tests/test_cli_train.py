@@ -1,0 +1,94 @@
+"""`train`, `build-backbone` and `evaluate --checkpoint` through the standalone CLI entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import tiny_config, write_data
+
+from mktod.cli import main
+from mktod.cli_train import add_checkpoint_arguments
+from mktod.config import dump_config
+
+torch.set_num_threads(1)
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    out = capsys.readouterr().out
+    data: dict[str, object] = json.loads(out)
+    return data
+
+
+def test_train_then_evaluate_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    paths = write_data(tmp_path)
+    config = tmp_path / "run.yaml"
+    dump_config(tiny_config(tmp_path, "run", "optim.max_steps=2"), config)
+    where = ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+
+    assert main(["train", "--config", str(config), *where, "--set", "optim.eval_every=1"]) == 0
+    trained = _json(capsys)
+    assert trained["steps"] == 2 and trained["best"] == str(tmp_path / "run" / "best")
+
+    best = tmp_path / "run" / "best"
+    assert (
+        main(["evaluate", "--checkpoint", str(best), "--dataset", "camrest", "--split", "test", *where]) == 0
+    )
+    scores = _json(capsys)
+    for key in ("bleu", "entity_f1", "entity_precision", "entity_recall", "recall@1", "recall@7", "turns"):
+        assert key in scores
+    assert scores["turns"] == 9 and scores["setting"] == "condensed"
+    out = tmp_path / "run" / "eval" / "best-camrest-test-condensed"
+    assert (out / "predictions.txt").read_text().count("\n") == 9 and (out / "records.jsonl").is_file()
+    assert json.loads((out / "run.json").read_text())["entity_f1"] == scores["entity_f1"]
+
+    assert main(["evaluate", "--checkpoint", str(best), "--dataset", "smd", "--split", "test", *where]) == 2
+    assert "trained on camrest" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), *where]) == 2  # output_dir holds a run: needs --resume
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_build_backbone_t5_scratch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    paths = write_data(tmp_path)
+    where = ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    out = tmp_path / "t5"
+    args = [
+        "build-backbone",
+        "--kind",
+        "t5-scratch",
+        "--size",
+        "tiny",
+        "--vocab-size",
+        "200",
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--dataset", "camrest", *where]) == 0
+    assert _json(capsys)["kind"] == "t5-scratch-tiny" and (out / "config.json").is_file()
+    assert main([*args, "--dataset", "camrest", *where]) == 2  # not empty: needs --force
+    assert main([*args, *where, "--force"]) == 2  # t5-scratch needs --dataset
+    assert "--dataset" in capsys.readouterr().err
+
+
+def test_checkpoint_arguments_share_options_the_evaluate_parser_already_has() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--setting", default="condensed")
+    parser.add_argument("--limit", type=int)
+    add_checkpoint_arguments(parser)  # no conflict with the existing --setting / --limit
+    args = parser.parse_args(["--checkpoint", "x", "--limit", "3"])
+    assert (args.checkpoint, args.limit, args.setting, args.device, args.batch_size) == (
+        "x",
+        3,
+        "condensed",
+        "cpu",
+        16,
+    )
