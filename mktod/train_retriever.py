@@ -18,6 +18,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -221,7 +222,7 @@ def run_warmup(
         if torch.cuda.is_available() and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         random.setstate(state["rng_python"])
-        tqdm.write(f"resumed from {checkpoint} at step {step}/{total}")
+        tqdm.write(f"resumed from {checkpoint} at step {step}/{total}", file=sys.stderr)
     start_step = step
     log_path = stage_dir / "log.jsonl"
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -316,7 +317,7 @@ def train_retriever(
         split = Split(split.dataset, split.split, split.dialogues[: cfg.data.limit_dialogues])
     examples, stats = warmup_examples(split, global_kb)
     skipped = f"{stats.no_match} without a matching record, {stats.unmapped} unmapped"
-    tqdm.write(f"{stats.used} warm-up examples from {stats.turns} turns ({skipped})")
+    tqdm.write(f"{stats.used} warm-up examples from {stats.turns} turns ({skipped})", file=sys.stderr)
 
     evaluate: Callable[[Retriever], RetrievalScores] | None = None
     if cfg.data.eval_split:
