@@ -15,15 +15,13 @@ Paths inside ``pipeline.yaml`` are relative to the folder, so a checkpoint can b
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from mktod.config import config_to_dict, dump_config, load_config
+from mktod.config import dump_config, load_config
 from mktod.errors import ConfigError
 from mktod.generators.base import GeneratorConfig, build_generator
 from mktod.meta import MetaConfig
@@ -129,29 +127,6 @@ def load_state(directory: Path) -> dict[str, Any]:
         raise ConfigError(f"{directory}: holds no training state ({STATE_FILE}); resume from runs/NAME/last")
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     return state
-
-
-def check_same_config(cfg: Any, saved_path: Path) -> None:
-    """Resuming under a different config would silently mix two runs; refuse and name the keys."""
-
-    def flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, Mapping):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    saved.pop("_provenance", None)
-    old, new = flat(saved), flat(config_to_dict(cfg))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        raise ConfigError(
-            f"--resume with a config that differs from {saved_path} in {', '.join(changed)}; "
-            "resume with the same config, or start a new output_dir"
-        )
 
 
 def load_pipeline(directory: Path | str, device: str | torch.device = "cpu", batch_size: int = 8) -> Pipeline:

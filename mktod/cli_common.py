@@ -28,6 +28,19 @@ def add_path_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_training_options(p: argparse.ArgumentParser, example_config: str, example_override: str) -> None:
+    """--config, --resume, --device and --set, the same for every training command."""
+    p.add_argument("--config", required=True, help=f"YAML config, e.g. {example_config}")
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"override a config value, e.g. --set {example_override} (repeatable)",
+    )
+
+
 def data_paths(args: argparse.Namespace) -> DataPaths:
     data_dir = args.data_dir or os.environ.get("MKTOD_DATA_DIR") or default_data_dir()
     cache_dir = args.cache_dir or os.environ.get("MKTOD_CACHE_DIR") or default_cache_dir()

@@ -10,7 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mktod.cli_common import DATASETS, add_path_options, command_line, offline_data_paths
+from mktod.cli_common import (
+    DATASETS,
+    add_path_options,
+    add_training_options,
+    command_line,
+    offline_data_paths,
+)
 
 
 def cmd_train_retriever(args: argparse.Namespace) -> int:
@@ -53,15 +59,7 @@ def add_retriever_commands(subparsers: Any) -> None:
         "train-retriever", help="warm up a dense retriever by distant supervision (resumable)"
     )
     add_path_options(train)
-    train.add_argument("--config", required=True, help="YAML config, e.g. configs/retriever-mwoz.yaml")
-    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
-    train.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set warmup.lr=5e-5 (repeatable)",
-    )
+    add_training_options(train, "configs/retriever-mwoz.yaml", "warmup.lr=5e-5")
     train.set_defaults(handler=cmd_train_retriever)
 
     ev = subparsers.add_parser("evaluate-retriever", help="Recall@K of a retriever on a split")

@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mktod.cli_common import DATASETS, add_path_options, command_line, offline_data_paths
+from mktod.cli_common import (
+    DATASETS,
+    add_path_options,
+    add_training_options,
+    command_line,
+    offline_data_paths,
+)
 from mktod.errors import ConfigError
 
 
@@ -135,17 +141,7 @@ def add_train_commands(subparsers: Any) -> None:
         "train", help="train retriever and generator jointly (NLL + MML), resumable"
     )
     add_path_options(train)
-    train.add_argument(
-        "--config", required=True, help="YAML config, e.g. configs/camrest-condensed-prefix.yaml"
-    )
-    train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
-    train.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
-    train.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=5e-5",
-    )
+    add_training_options(train, "configs/camrest-condensed-prefix.yaml", "optim.lr=5e-5")
     train.set_defaults(handler=cmd_train)
 
     bb = subparsers.add_parser("build-backbone", help="build an offline generator backbone folder")

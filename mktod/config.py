@@ -155,3 +155,26 @@ def dump_config(cfg: Any, path: Path, extra: Mapping[str, Any] | None = None) ->
         data = {**data, "_provenance": dict(extra)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def check_same_config(cfg: Any, saved_path: Path) -> None:
+    """Resuming under a different config would silently mix two runs; refuse and name the keys."""
+
+    def flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, Mapping):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    saved.pop("_provenance", None)
+    old, new = flat(saved), flat(config_to_dict(cfg))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise ConfigError(
+            f"--resume with a config that differs from {saved_path} in {', '.join(changed)}; "
+            "resume with the same config, or start a new output_dir"
+        )

@@ -30,13 +30,12 @@ from transformers import get_linear_schedule_with_warmup
 from mktod import __version__
 from mktod.checkpoint import (
     PipelineSpec,
-    check_same_config,
     is_complete,
     load_retriever,
     load_state,
     save_checkpoint,
 )
-from mktod.config import dump_config
+from mktod.config import check_same_config, dump_config
 from mktod.datasets import DataPaths, get_loader
 from mktod.encoder import DenseEncoder, EncoderConfig
 from mktod.errors import ConfigError

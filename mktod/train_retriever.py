@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mktod import __version__
-from mktod.config import config_to_dict, dump_config
+from mktod.config import check_same_config, dump_config
 from mktod.datasets import DataPaths, get_loader
 from mktod.encoder import DenseEncoder, format_context
 from mktod.errors import ConfigError
@@ -149,29 +148,6 @@ def _save_checkpoint(stage_dir: Path, step: int, state: dict[str, Any], config_t
     done = sorted((p for p in stage_dir.glob("step-*") if p != path), key=lambda p: p.name)
     for old in done[: max(0, len(done) - (keep - 1))]:
         shutil.rmtree(old)
-
-
-def _check_same_config(cfg: RetrieverTrainConfig, saved_path: Path) -> None:
-    """Resuming under a different config would silently mix two runs; refuse and name the keys."""
-
-    def flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, Mapping):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    saved.pop("_provenance", None)
-    old, new = flat(saved), flat(config_to_dict(cfg))
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        raise ConfigError(
-            f"--resume with a config that differs from {saved_path} in {', '.join(changed)}; "
-            "resume with the same config, or start a new output_dir"
-        )
 
 
 def _no_decay(name: str) -> bool:
@@ -305,7 +281,7 @@ def train_retriever(
     """Run the configured stages and save the final retriever under ``<output_dir>/final``."""
     out = Path(cfg.output_dir)
     if resume and (out / "config.yaml").is_file():
-        _check_same_config(cfg, out / "config.yaml")
+        check_same_config(cfg, out / "config.yaml")
     if not resume and any(out.glob("*/step-*")):
         raise ConfigError(
             f"{out} already holds checkpoints; pass --resume to continue, or another output_dir"
