@@ -1,0 +1,196 @@
+"""What the route modules share: the engine (store + pipeline + index sync), API errors and dependencies."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol, TypeVar
+
+from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
+
+from mktod.generators.base import GeneratorInput
+from mktod.types import KB, Hit, Record, Reply, TaggedRecord, Utterance
+from service.metrics import Metrics
+from service.schemas import KBRecord, RecordOut, RowError, Tags
+from service.settings import Settings
+from service.store import Store
+
+T = TypeVar("T")
+
+
+class PipelineLike(Protocol):
+    def respond(self, context: Sequence[Utterance], kb: KB) -> Reply: ...
+
+
+class ApiError(Exception):
+    """An error the client caused or must know about, rendered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        rows: list[RowError] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+        self.rows = rows
+
+
+class _TimedRetriever:
+    """Delegates to the pipeline's retriever and records how long retrieval takes."""
+
+    def __init__(self, inner: Any, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self.name: str = getattr(inner, "name", "retriever")
+
+    def build_index(self, kb: KB) -> None:
+        self._inner.build_index(kb)
+
+    def retrieve(self, context: str, kb: KB, k: int) -> tuple[Hit, ...]:
+        return self.retrieve_many([context], [kb], k)[0]
+
+    def retrieve_many(self, contexts: Sequence[str], kbs: Sequence[KB], k: int) -> list[tuple[Hit, ...]]:
+        start = time.perf_counter()
+        try:
+            hits: list[tuple[Hit, ...]] = self._inner.retrieve_many(contexts, kbs, k)
+            return hits
+        finally:
+            self._metrics.observe(
+                "mktod_retrieval_seconds", "Time spent retrieving records", time.perf_counter() - start
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _TimedGenerator:
+    def __init__(self, inner: Any, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def generate(self, batch: Sequence[GeneratorInput]) -> list[str]:
+        start = time.perf_counter()
+        try:
+            texts: list[str] = self._inner.generate(batch)
+            return texts
+        finally:
+            self._metrics.observe(
+                "mktod_generation_seconds", "Time spent generating replies", time.perf_counter() - start
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class Engine:
+    """The store, the pipeline and the KB snapshot its retriever index was built from.
+
+    Blocking methods run in the thread pool; one lock serialises pipeline calls and index rebuilds, so a
+    reply is always generated from a KB snapshot that matches the retriever's index.
+    """
+
+    def __init__(self, settings: Settings, store: Store, pipeline: PipelineLike, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._kb = KB((), name="service")
+        self._version = -1
+        for attr, wrapper in (("retriever", _TimedRetriever), ("generator", _TimedGenerator)):
+            inner = getattr(pipeline, attr, None)
+            if inner is not None and not isinstance(inner, wrapper):
+                setattr(pipeline, attr, wrapper(inner, metrics))
+
+    @property
+    def kb_version(self) -> int:
+        return self._version
+
+    def sync_index(self) -> None:
+        """Rebuild the retriever's index from the database if the KB changed since the last build."""
+        with self._lock:
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        version = self.store.kb_version()
+        if version == self._version:
+            return
+        # Version first, then records: a write landing in between makes the records newer than the
+        # version we note, so the next call rebuilds once more (harmless), never the other way round.
+        kb = KB(self.store.all_records(), name="service")
+        retriever = getattr(self.pipeline, "retriever", None)
+        if retriever is not None and len(kb):
+            retriever.build_index(kb)
+        self._kb, self._version = kb, version
+        self.metrics.inc("mktod_index_rebuilds_total", "Retriever index rebuilds after KB changes")
+
+    def respond(self, context: Sequence[Utterance]) -> Reply:
+        with self._lock:
+            self._sync_locked()
+            return self.pipeline.respond(context, self._kb)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Blocking work off the event loop."""
+        return await run_in_threadpool(fn, *args)
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def _check_key(engine: Engine, given: str | None, what: str) -> None:
+    expected = engine.settings.api_key
+    if expected is None:
+        raise ApiError(403, "writes_disabled", f"{what} is disabled: the server has no MKTOD_API_KEY set")
+    if given is None:
+        raise ApiError(401, "missing_api_key", f"{what} needs an API key in the X-API-Key header")
+    # Bytes, not str: compare_digest rejects non-ASCII str, and hostile headers may hold anything.
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
+        raise ApiError(403, "invalid_api_key", "the X-API-Key header does not match the server's key")
+
+
+def require_write_key(
+    engine: EngineDep, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> None:
+    _check_key(engine, x_api_key, "changing the KB")
+
+
+def require_read_key(
+    engine: EngineDep, x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> None:
+    if engine.settings.reads_need_key:
+        _check_key(engine, x_api_key, "reading")
+
+
+WriteKey = Depends(require_write_key)
+ReadKey = Depends(require_read_key)
+
+
+def record_out(tagged: TaggedRecord) -> RecordOut:
+    t = tagged.tags
+    return RecordOut(
+        id=tagged.record.id,
+        domain=tagged.record.domain,
+        fields=dict(tagged.record.fields),
+        score=tagged.score,
+        rank=tagged.rank,
+        confidence=tagged.confidence,
+        tags=Tags(order=t.order, confidence=t.confidence, cooccurrence=t.cooccurrence),
+    )
+
+
+def kb_record(record: Record) -> KBRecord:
+    return KBRecord(id=record.id, domain=record.domain, fields=dict(record.fields))
