@@ -55,7 +55,8 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--meta", choices=["none", "prefix", "prompt"], default="prompt", help="meta knowledge form"
     )
-    g.add_argument("--setting", choices=["condensed", "large"], default="condensed", help="KB setting")
+    # No default here: with --checkpoint the checkpoint's own setting applies; the chat LLM uses condensed.
+    g.add_argument("--setting", choices=["condensed", "large"], help="KB setting (default condensed)")
     g.add_argument("--retriever", default="frequency", help="bm25, frequency, or a trained retriever folder")
     g.add_argument("--k", type=int, default=7, help="records retrieved per turn (default 7)")
     g.add_argument("--demos", type=int, default=2, help="in-context demonstrations per turn (0 for none)")
@@ -85,14 +86,15 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
     from mktod.generators.prompts import DemonstrationPool
     from mktod.meta import MetaConfig
     from mktod.metrics import EntityVocab
-    from mktod.pipeline import Pipeline, PipelineConfig
+    from mktod.pipeline import KBSetting, Pipeline, PipelineConfig
     from mktod.retriever import Retriever, build_retriever
 
     started = time.monotonic()
     loader = get_loader(args.dataset)
     split = loader.load_split(args.split, paths)
     vocab = EntityVocab.from_file(args.dataset, loader.entity_file(paths))
-    global_kb = large_kb(args.dataset, paths) if args.setting == "large" else None
+    setting: KBSetting = "large" if args.setting == "large" else "condensed"
+    global_kb = large_kb(args.dataset, paths) if setting == "large" else None
     retriever = build_retriever(args.retriever, device=args.device)
     meta = MetaConfig(mode=args.meta)
     pool = None
@@ -117,9 +119,9 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
         demos=args.demos,
         stop=tuple(s.replace("\\n", "\n") for s in args.openai_stop or ()),
     )
-    out_dir = Path(args.out or f"runs/openai/{args.dataset}-{args.split}-{args.setting}-{args.meta}")
+    out_dir = Path(args.out or f"runs/openai/{args.dataset}-{args.split}-{setting}-{args.meta}")
     # Batches larger than the concurrency keep every request slot busy.
-    pipe_cfg = PipelineConfig(k=args.k, setting=args.setting, batch_size=max(8, 2 * args.openai_concurrency))
+    pipe_cfg = PipelineConfig(k=args.k, setting=setting, batch_size=max(8, 2 * args.openai_concurrency))
     with OpenAIChatGenerator(config, meta, pool) as generator:
         pipeline = Pipeline(retriever, generator, meta, pipe_cfg)
         result = evaluate_pipeline(pipeline, split, vocab, out_dir, global_kb=global_kb, limit=args.limit)
@@ -130,7 +132,7 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
     summary: dict[str, object] = {
         "dataset": args.dataset,
         "split": args.split,
-        "setting": args.setting,
+        "setting": setting,
         "meta": args.meta,
         "model": args.openai_model,
         "retriever": args.retriever,
