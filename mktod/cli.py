@@ -18,6 +18,7 @@ from mktod import __version__
 from mktod.cli_common import DATASETS, add_path_options, data_paths
 from mktod.cli_generate import add_generator_arguments
 from mktod.cli_retriever import add_retriever_commands
+from mktod.cli_serve import add_serve_commands
 from mktod.cli_train import add_checkpoint_arguments, add_train_commands
 from mktod.errors import ConfigError, MktodError
 from mktod.paths import default_manifest
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_retriever_commands(sub)
     add_train_commands(sub)
+    add_serve_commands(sub)
     return parser
 
 

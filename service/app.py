@@ -21,7 +21,7 @@ from mktod.errors import ConfigError
 from mktod.generators.openai_chat import GeneratorUnavailable
 from mktod.kb import load_kb
 from mktod.types import KB
-from service import routes_chat, routes_health, routes_kb
+from service import routes_chat, routes_health, routes_kb, routes_openai
 from service.limits import LimitsMiddleware, RateLimiter
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes_deps import ApiError, Engine, PipelineLike
@@ -128,6 +128,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | PipelineL
     _install_error_handlers(app, settings)
     app.include_router(routes_health.router)
     app.include_router(routes_chat.router)
+    app.include_router(routes_openai.router)
     app.include_router(routes_kb.router)
     limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_body_bytes, limiter=limiter)
@@ -137,11 +138,13 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | PipelineL
 
 
 def app_from_env() -> FastAPI:
-    """For ``uvicorn --factory``: settings from the environment, the pipeline from ``MKTOD_PIPELINE``."""
+    """For ``uvicorn --factory``: settings from the environment, the pipeline from ``MKTOD_PIPELINE``
+    (a ``mktod train`` checkpoint folder) on ``MKTOD_DEVICE`` (default cpu)."""
     settings = Settings.from_env(os.environ)
     if settings.pipeline is None:
         raise ConfigError("MKTOD_PIPELINE is not set: point it at a pipeline checkpoint directory")
-    raise ConfigError(
-        f"MKTOD_PIPELINE={settings.pipeline}: loading a pipeline checkpoint is not implemented yet; "
-        "call service.app.create_app(settings, pipeline) from Python instead"
-    )
+    if not settings.pipeline.is_dir():
+        raise ConfigError(f"MKTOD_PIPELINE={settings.pipeline}: not a folder (a `mktod train` checkpoint)")
+    from mktod.checkpoint import load_pipeline  # torch and the models load only when a pipeline is served
+
+    return create_app(settings, load_pipeline(settings.pipeline, os.environ.get("MKTOD_DEVICE", "cpu")))

@@ -130,4 +130,87 @@ class Ready(BaseModel):
     records: int
 
 
+# --- OpenAI-compatible chat completions -------------------------------------------------------------
+
+
+class OpenAIContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str = "text"
+    text: str = ""
+
+
+class OpenAIChatMessage(BaseModel):
+    # OpenAI clients send more keys than we use (name, tool_calls ...): ignored, like unknown request fields.
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[OpenAIContentPart]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content if part.type == "text")
+
+
+class OpenAIChatRequest(BaseModel):
+    """An OpenAI ``chat.completions`` request; sampling options and other extra fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(description="Echoed back; the service always answers with its own pipeline")
+    messages: list[OpenAIChatMessage] = Field(
+        min_length=1, description="The dialogue; system messages are ignored, the last turn must be a user's"
+    )
+    stream: bool = False
+
+
+class OpenAIMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class OpenAIChoice(BaseModel):
+    index: int = 0
+    message: OpenAIMessageOut
+    finish_reason: Literal["stop"] = "stop"
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class MktodExtension(BaseModel):
+    records: list[RecordOut] = Field(description="The retrieved records the reply used, with meta knowledge")
+
+
+class OpenAIChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[OpenAIChoice]
+    usage: OpenAIUsage
+    mktod: MktodExtension
+
+
+class OpenAIDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class OpenAIChunkChoice(BaseModel):
+    index: int = 0
+    delta: OpenAIDelta
+    finish_reason: Literal["stop"] | None = None
+
+
+class OpenAIChatChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[OpenAIChunkChoice]
+    mktod: MktodExtension | None = None
+
+
 ErrorDetail.model_rebuild()
