@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mktod.index import Device, VectorIndex
+from mktod.sysinfo import cpu_model
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): no display on servers and CI
@@ -251,14 +252,7 @@ def bench_size(
 
 # ---------------------------------------------------------------------- reporting
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     return {
         "cpu": cpu,
