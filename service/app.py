@@ -21,12 +21,12 @@ from mktod.errors import ConfigError
 from mktod.generators.openai_chat import GeneratorUnavailable
 from mktod.kb import load_kb
 from mktod.types import KB
-from service import routes_chat, routes_health, routes_kb, routes_openai
+from service import routes_chat, routes_health, routes_kb, routes_openai, routes_page
 from service.limits import LimitsMiddleware, RateLimiter
 from service.metrics import Metrics, MetricsMiddleware
 from service.routes_deps import ApiError, Engine, PipelineLike
 from service.settings import Settings
-from service.store import Conflict, NotFound, Store
+from service.store import Conflict, InvalidRecord, NotFound, Store
 
 log = logging.getLogger("mktod.service")
 
@@ -67,6 +67,10 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(Conflict)
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
         return _error(409, "conflict", str(exc))
+
+    @app.exception_handler(InvalidRecord)
+    async def invalid_record(_: Request, exc: InvalidRecord) -> JSONResponse:
+        return _error(422, "invalid_record", str(exc))
 
     @app.exception_handler(GeneratorUnavailable)
     async def unavailable(_: Request, exc: GeneratorUnavailable) -> JSONResponse:
@@ -130,6 +134,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | PipelineL
     app.include_router(routes_chat.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_kb.router)
+    app.include_router(routes_page.router)
     limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_body_bytes, limiter=limiter)
     # Added last, so outermost: it also counts the 413s and 429s answered by LimitsMiddleware.

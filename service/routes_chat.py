@@ -21,7 +21,7 @@ from service.schemas import (
 )
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 413, 422, 429, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503)
 }
 router = APIRouter(prefix="/v1", dependencies=[ReadKey], responses=_ERRORS)
 
@@ -65,10 +65,10 @@ def _session_turn(engine: Engine, session_id: str, text: str) -> Reply:
     context.append(Utterance("user", text))
     # Long sessions keep going; the pipeline sees only the most recent turns.
     reply = engine.respond(context[-engine.settings.max_turns :])
-    # Stored only once there is a reply, so a failed generation leaves no unanswered message behind.
-    engine.store.append_message(session_id, "user", text)
-    records = [record_out(r).model_dump() for r in reply.records]
-    engine.store.append_message(session_id, "assistant", reply.text, json.dumps(records, ensure_ascii=False))
+    # Stored only once there is a reply, and in one transaction: neither a failed generation nor a crash
+    # leaves an unanswered message behind.
+    records = json.dumps([record_out(r).model_dump() for r in reply.records], ensure_ascii=False)
+    engine.store.append_messages(session_id, [("user", text, None), ("assistant", reply.text, records)])
     return reply
 
 

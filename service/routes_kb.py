@@ -38,6 +38,10 @@ _JSONL_TYPES = frozenset(
     }
 )
 _CSV_TYPES = frozenset({"text/csv", "application/csv"})
+# ":path" so ids holding "/" (MultiWOZ's "restaurant/pizza hut") can be read, replaced and deleted too.
+_ONE = "/records/{record_id:path}"
+# SQLite integers are 64-bit: a larger OFFSET would overflow in the driver rather than find no rows.
+_MAX_OFFSET = 2**63 - 1
 
 
 def _to_record(body: KBRecord) -> Record:
@@ -47,7 +51,7 @@ def _to_record(body: KBRecord) -> Record:
 @router.get("/records", response_model=KBPage, dependencies=[ReadKey], summary="List records in KB order")
 async def list_records(
     engine: EngineDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=_MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> KBPage:
     page = await engine.run(engine.store.list_records, offset, limit)
@@ -66,7 +70,7 @@ async def search_records(
     return KBSearchResult(records=[kb_record(r) for r in records])
 
 
-@router.get("/records/{record_id}", response_model=KBRecord, dependencies=[ReadKey], summary="One record")
+@router.get(_ONE, response_model=KBRecord, dependencies=[ReadKey], summary="One record")
 async def get_record(record_id: str, engine: EngineDep) -> KBRecord:
     return kb_record(await engine.run(engine.store.get_record, record_id))
 
@@ -90,7 +94,7 @@ async def create_record(body: KBRecord, engine: EngineDep) -> KBRecordWritten:
 
 
 @router.put(
-    "/records/{record_id}",
+    _ONE,
     response_model=KBRecordWritten,
     dependencies=[WriteKey],
     summary="Replace a record",
@@ -101,9 +105,7 @@ async def update_record(record_id: str, body: KBRecordUpdate, engine: EngineDep)
     return KBRecordWritten(record=record, kb_version=await _write(engine, version))
 
 
-@router.delete(
-    "/records/{record_id}", response_model=KBVersion, dependencies=[WriteKey], summary="Delete a record"
-)
+@router.delete(_ONE, response_model=KBVersion, dependencies=[WriteKey], summary="Delete a record")
 async def delete_record(record_id: str, engine: EngineDep) -> KBVersion:
     version = await engine.run(engine.store.delete_record, record_id)
     return KBVersion(kb_version=await _write(engine, version))

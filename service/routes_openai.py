@@ -57,7 +57,7 @@ def require_read_key_or_bearer(
 
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 413, 422, 429, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 413, 422, 429, 503)
 }
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_read_key_or_bearer)], responses=_ERRORS)
 

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +74,10 @@ class Conflict(StoreError):
     """A record with that id already exists."""
 
 
+class InvalidRecord(StoreError, ValueError):
+    """A record a KB file could not hold either (e.g. a blank id or attribute name)."""
+
+
 @dataclass(frozen=True)
 class Message:
     session_id: str
@@ -107,7 +111,10 @@ class RecordPage(NamedTuple):
 
 def _validated(record: Record, where: str) -> Record:
     # Reuse the KB file's validation so the DB never holds a record a KB file could not.
-    return record_from_json(record_to_json(record), where)
+    try:
+        return record_from_json(record_to_json(record), where)
+    except ValueError as exc:
+        raise InvalidRecord(str(exc)) from None
 
 
 def _row_to_record(row: sqlite3.Row) -> Record:
@@ -126,6 +133,7 @@ class Store:
         self._conn.row_factory = sqlite3.Row
         # Case-insensitive search must work beyond ASCII, which SQLite's lower()/LIKE do not.
         self._conn.create_function("casefold", 1, _casefold, deterministic=True)
+        self._conn.create_function("value_contains", 2, _value_contains, deterministic=True)
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
@@ -189,25 +197,36 @@ class Store:
     def append_message(
         self, session_id: str, role: Role, text: str, records_json: str | None = None
     ) -> Message:
-        if role not in _ROLES:
-            raise ValueError(f"message role must be 'user' or 'assistant', got {role!r}")
-        if records_json is not None:
-            try:
-                json.loads(records_json)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"records_json is not valid JSON ({exc.msg})") from None
+        return self.append_messages(session_id, [(role, text, records_json)])[0]
+
+    def append_messages(
+        self, session_id: str, messages: Sequence[tuple[Role, str, str | None]]
+    ) -> tuple[Message, ...]:
+        """Append ``(role, text, records_json)`` messages in one transaction: all are stored or none, so a
+        crash between a user message and its reply cannot leave half a turn behind."""
+        for role, _, records_json in messages:
+            if role not in _ROLES:
+                raise ValueError(f"message role must be 'user' or 'assistant', got {role!r}")
+            if records_json is not None:
+                try:
+                    json.loads(records_json)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"records_json is not valid JSON ({exc.msg})") from None
+        stored: list[Message] = []
         with self._tx() as cur:
             _require_session(cur, session_id)
             row = cur.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?", (session_id,)
             ).fetchone()
-            message = Message(session_id, int(row[0]), role, text, records_json, time.time())
-            cur.execute(
-                "INSERT INTO messages (session_id, seq, role, text, records_json, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (session_id, message.seq, role, text, records_json, message.created_at),
-            )
-        return message
+            for seq, (role, text, records_json) in enumerate(messages, start=int(row[0])):
+                message = Message(session_id, seq, role, text, records_json, time.time())
+                cur.execute(
+                    "INSERT INTO messages (session_id, seq, role, text, records_json, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (session_id, seq, role, text, records_json, message.created_at),
+                )
+                stored.append(message)
+        return tuple(stored)
 
     def get_session(self, session_id: str) -> SessionHistory:
         with self._tx(write=False) as cur:
@@ -252,7 +271,7 @@ class Store:
         with self._tx(write=False) as cur:
             rows = cur.execute(
                 "SELECT id, domain, fields FROM records WHERE instr(casefold(id), :q) > 0"
-                " OR EXISTS (SELECT 1 FROM json_each(records.fields) WHERE instr(casefold(value), :q) > 0)"
+                " OR value_contains(fields, :q)"
                 " ORDER BY rowid LIMIT :limit",
                 {"q": needle, "limit": limit},
             ).fetchall()
@@ -313,6 +332,18 @@ class Store:
 
 def _casefold(value: object) -> str | None:
     return value.casefold() if isinstance(value, str) else None
+
+
+def _value_contains(fields_json: object, needle: object) -> bool:
+    """Whether a value of the record's ``fields`` JSON contains ``needle`` (already casefolded).
+
+    Decoded here, not with SQLite's ``json_each``: that cuts a string at an escaped NUL (\\u0000), so
+    text after a NUL byte could never be found.
+    """
+    if not isinstance(fields_json, str) or not isinstance(needle, str):
+        return False
+    fields: dict[str, str] = json.loads(fields_json)
+    return any(needle in value.casefold() for value in fields.values())
 
 
 def _require_session(cur: sqlite3.Cursor, session_id: str) -> float:
