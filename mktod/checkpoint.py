@@ -2,7 +2,8 @@
 
 Layout (written by :func:`save_checkpoint`, read by :func:`load_pipeline`)::
 
-    generator/      save_pretrained model + tokenizer (the meta tokens included)
+    generator/      save_pretrained model + tokenizer (the meta tokens included); for a LoRA run only
+                    the adapter + tokenizer, and pipeline.yaml names the base model
     retriever/      a retriever checkpoint (mktod.retriever.Retriever.save; build_retriever reads it)
     pipeline.yaml   PipelineSpec: dataset, k, setting, meta config, generator config
     config.yaml     the training config with its provenance (command, data version), when from training
@@ -23,10 +24,10 @@ import torch
 
 from mktod.config import dump_config, load_config
 from mktod.errors import ConfigError
-from mktod.generators.base import GeneratorConfig, build_generator
+from mktod.generators.base import Generator, GeneratorConfig, LoraSettings, build_generator
 from mktod.meta import MetaConfig
 from mktod.pipeline import KBSetting, Pipeline, PipelineConfig
-from mktod.retriever import Retriever, build_retriever
+from mktod.retriever import Retriever, RetrieverProtocol, build_retriever
 
 COMPLETE = "COMPLETE"
 PIPELINE_FILE = "pipeline.yaml"
@@ -47,6 +48,9 @@ class PipelineSpec:
     # started from (a hub name or a backbone folder), kept for provenance only.
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     source_model: str = ""
+    # "" = the folder's retriever/ checkpoint; otherwise any build_retriever spec, e.g.
+    # "encoder:all-MiniLM-L6-v2" in an exported pipeline that ships without the 90 MB retriever weights.
+    retriever: str = ""
 
 
 def is_complete(directory: Path) -> bool:
@@ -64,17 +68,26 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically: built beside ``directory``, then swapped in.
 
-    ``generator`` is a Seq2SeqGenerator (anything with ``model`` and ``tokenizer``). A crash mid-save
-    leaves the previous checkpoint in place.
+    ``generator`` is a trainable generator (``model`` and ``tokenizer``; a causal one with a LoRA
+    adapter saves the adapter only). A crash mid-save leaves the previous checkpoint in place.
     """
     tmp = directory.with_name(f".{directory.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    generator.model.save_pretrained(tmp / GENERATOR_DIR)
-    generator.tokenizer.save_pretrained(tmp / GENERATOR_DIR)
+    save = getattr(generator, "save", None)
+    if callable(save):
+        save(tmp / GENERATOR_DIR)
+    else:
+        generator.model.save_pretrained(tmp / GENERATOR_DIR)
+        generator.tokenizer.save_pretrained(tmp / GENERATOR_DIR)
     retriever.save(tmp / RETRIEVER_DIR)
-    dump_config(replace(spec, generator=replace(spec.generator, model=GENERATOR_DIR)), tmp / PIPELINE_FILE)
+    if getattr(generator, "is_adapter", False):
+        # The base model is named as configured (e.g. "smollm2"); the folder holds the adapter.
+        saved = replace(spec.generator, adapter=GENERATOR_DIR)
+    else:
+        saved = replace(spec.generator, model=GENERATOR_DIR, adapter="", lora=LoraSettings())
+    dump_config(replace(spec, generator=saved), tmp / PIPELINE_FILE)
     if config_text:
         (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
     for name, text in (extra_files or {}).items():
@@ -107,10 +120,18 @@ def load_spec(directory: Path) -> PipelineSpec:
     return load_config(PipelineSpec, directory / PIPELINE_FILE)
 
 
+def _inside(directory: Path, name: str) -> str:
+    """``name`` resolved against the checkpoint folder when it names something there, else as is
+    (a hub name or an alias such as ``smollm2``)."""
+    if not name or Path(name).is_absolute() or not (directory / name).exists():
+        return name
+    return str(directory / name)
+
+
 def generator_config(directory: Path, spec: PipelineSpec) -> GeneratorConfig:
-    """The spec's generator config with its model path resolved against the checkpoint folder."""
-    model = Path(spec.generator.model)
-    return replace(spec.generator, model=str(model if model.is_absolute() else directory / model))
+    """The spec's generator config with its model and adapter paths resolved against the folder."""
+    gen = spec.generator
+    return replace(gen, model=_inside(directory, gen.model), adapter=_inside(directory, gen.adapter))
 
 
 def load_retriever(directory: Path, device: str | torch.device = "cpu") -> Retriever:
@@ -129,13 +150,28 @@ def load_state(directory: Path) -> dict[str, Any]:
     return state
 
 
-def load_pipeline(directory: Path | str, device: str | torch.device = "cpu", batch_size: int = 8) -> Pipeline:
-    """The pipeline a checkpoint folder defines: its retriever, meta config, generator, k and setting."""
+def load_pipeline(
+    directory: Path | str,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    generator: Generator | None = None,
+) -> Pipeline:
+    """The pipeline a checkpoint folder defines: its retriever, meta config, generator, k and setting.
+
+    ``generator`` replaces the folder's own (which is then never loaded), e.g. a chat LLM that reads
+    the records this pipeline retrieves.
+    """
     directory = Path(directory)
     spec = load_spec(directory)
-    generator = build_generator(generator_config(directory, spec), spec.meta, device)
+    if generator is None:
+        generator = build_generator(generator_config(directory, spec), spec.meta, device)
+    retriever: RetrieverProtocol = (
+        build_retriever(_inside(directory, spec.retriever), device)
+        if spec.retriever
+        else load_retriever(directory, device)
+    )
     return Pipeline(
-        load_retriever(directory, device),
+        retriever,
         generator,
         spec.meta,
         PipelineConfig(k=spec.k, setting=spec.setting, batch_size=batch_size),

@@ -37,6 +37,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_pipeline(args: argparse.Namespace) -> int:
+    from mktod.export import export_pipeline, folder_digest, folder_size
+
+    out = export_pipeline(
+        Path(args.checkpoint), Path(args.out), args.retriever, args.note, command_line(), args.force
+    )
+    info = {"path": str(out), "bytes": folder_size(out), "sha256": folder_digest(out)}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def cmd_build_backbone(args: argparse.Namespace) -> int:
     paths = offline_data_paths(args)
 
@@ -136,13 +147,28 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_train_commands(subparsers: Any) -> None:
-    """Register ``train`` and ``build-backbone`` on the main parser's subparsers."""
+    """Register ``train``, ``export-pipeline`` and ``build-backbone`` on the main parser's subparsers."""
     train = subparsers.add_parser(
         "train", help="train retriever and generator jointly (NLL + MML), resumable"
     )
     add_path_options(train)
     add_training_options(train, "configs/camrest-condensed-prefix.yaml", "optim.lr=5e-5")
     train.set_defaults(handler=cmd_train)
+
+    ex = subparsers.add_parser(
+        "export-pipeline",
+        help="copy a checkpoint into a small shippable pipeline folder (optionally another retriever)",
+    )
+    ex.add_argument("--checkpoint", required=True, help="a `mktod train` checkpoint, e.g. runs/NAME/best")
+    ex.add_argument("--out", required=True, help="folder to write, e.g. models/NAME")
+    ex.add_argument(
+        "--retriever",
+        default="",
+        help="ship this retriever spec instead of the trained weights, e.g. encoder:all-MiniLM-L6-v2",
+    )
+    ex.add_argument("--note", default="", help="a paragraph for the folder's README.md")
+    ex.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    ex.set_defaults(handler=cmd_export_pipeline)
 
     bb = subparsers.add_parser("build-backbone", help="build an offline generator backbone folder")
     add_path_options(bb)

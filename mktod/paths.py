@@ -29,3 +29,12 @@ def default_cache_dir() -> Path:
 def default_manifest() -> Path:
     root = repo_root() or Path.cwd()
     return root / "data" / "manifest.json"
+
+
+DEFAULT_PIPELINE = "smollm2-camrest-lora"
+
+
+def default_pipeline_dir() -> Path:
+    """The trained pipeline shipped inside the package (``mktod/pretrained/``): what ``mktod serve``
+    serves and ``make run`` evaluates when no checkpoint is named."""
+    return Path(__file__).resolve().parent / "pretrained" / DEFAULT_PIPELINE

@@ -269,6 +269,8 @@ def value_counts(kb: KB, text: str, phrases: list[list[str]] | None = None) -> l
 
 # ---------------------------------------------------------------------------------------- registry
 
+ENCODER_PREFIX = "encoder:"
+
 _REGISTRY: dict[str, Callable[[], RetrieverProtocol]] = {
     "bm25": BM25Retriever,
     "frequency": FrequencyRetriever,
@@ -284,12 +286,23 @@ def retriever_names() -> tuple[str, ...]:
 
 
 def build_retriever(spec: str, device: str | torch.device = "cpu", batch_size: int = 64) -> RetrieverProtocol:
-    """A registered baseline by name (``bm25``, ``frequency``) or a trained retriever checkpoint folder.
+    """A registered baseline by name (``bm25``, ``frequency``), a trained retriever checkpoint folder, or
+    ``encoder:MODEL``: a dense retriever on an encoder as it comes (e.g. ``encoder:all-MiniLM-L6-v2``,
+    the bundled sentence encoder, no retrieval training).
 
     A training output folder is accepted too: its ``final/`` checkpoint is used.
     """
     if spec in _REGISTRY:
         return _REGISTRY[spec]()
+    if spec.startswith(ENCODER_PREFIX):
+        from mktod.encoder import EncoderConfig
+
+        model = spec.removeprefix(ENCODER_PREFIX)
+        if not model:
+            raise ConfigError(f"retriever {spec!r}: name the encoder, e.g. encoder:all-MiniLM-L6-v2")
+        return Retriever(
+            DenseEncoder.from_pretrained(EncoderConfig(model=model), device), batch_size=batch_size
+        )
     path = Path(spec)
     if not (path / _RETRIEVER_FILE).is_file() and (path / "final" / _RETRIEVER_FILE).is_file():
         path = path / "final"

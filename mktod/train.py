@@ -2,7 +2,7 @@
 
 One loop, :func:`train`, reads top to bottom: batch -> retrieve (no grad) -> tag -> re-score (grad) ->
 generator likelihoods -> loss -> step -> log -> evaluate -> save. The pieces it calls are the ones the
-pipeline uses at inference (Retriever, MetaConfig.tag, Seq2SeqGenerator), not copies.
+pipeline uses at inference (Retriever, MetaConfig.tag, the seq2seq or causal generator), not copies.
 
 Layout of ``output_dir``: ``config.yaml`` (resolved config + provenance), ``log.jsonl`` (losses, dev
 scores), ``eval/step-NNNNNN/`` (dev predictions and records), ``last/`` (resumable: a pipeline checkpoint
@@ -41,8 +41,13 @@ from mktod.encoder import DenseEncoder, EncoderConfig
 from mktod.errors import ConfigError
 from mktod.evaluate import evaluate_pipeline
 from mktod.evaluate_retriever import large_kb
-from mktod.generators.base import GeneratorConfig, GeneratorInput, Likelihoods, build_generator
-from mktod.generators.seq2seq import Seq2SeqGenerator
+from mktod.generators.base import (
+    GeneratorConfig,
+    GeneratorInput,
+    Likelihoods,
+    TrainableGenerator,
+    build_generator,
+)
 from mktod.losses import ctr_loss, mml_loss, nll_loss
 from mktod.meta import MetaConfig
 from mktod.metrics import EntityVocab
@@ -180,13 +185,34 @@ def joint_loss(cfg: LossConfig, joint: Tensor, lik: Likelihoods | None, scores: 
 
 
 def _param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    # Trainable parameters only: with a LoRA adapter the base model is frozen. Norm weights (LayerNorm,
+    # T5's layer_norm, Llama's RMSNorm "...norm") and biases are not decayed.
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n]
-    decay = [p for n, p in named if not (n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n)]
+    no_decay = [p for n, p in named if n.endswith("bias") or "norm" in n.lower()]
+    decay = [p for n, p in named if not (n.endswith("bias") or "norm" in n.lower())]
     return [
         {"params": decay, "lr": lr, "weight_decay": weight_decay},
         {"params": no_decay, "lr": lr, "weight_decay": 0.0},
     ]
+
+
+def resumable_generator(
+    gen: GeneratorConfig, meta: MetaConfig, last_dir: Path | None, device: str
+) -> TrainableGenerator:
+    """The generator to train: from ``gen``, or from ``last_dir``'s weights when resuming.
+
+    A LoRA run resumes by building the same fresh adapter on the base model and loading the saved
+    adapter weights into it (loading the adapter folder directly would freeze it).
+    """
+    lora = gen.kind == "causal" and gen.lora.r > 0
+    if last_dir is not None and not lora:
+        gen = replace(gen, model=str(last_dir / "generator"))
+    generator = build_generator(gen, meta, device)
+    if not isinstance(generator, TrainableGenerator):
+        raise ConfigError(f"generator.kind {gen.kind!r} cannot be trained; use seq2seq or causal")
+    if last_dir is not None and lora:
+        generator.load_adapter_weights(last_dir / "generator")  # type: ignore[attr-defined]
+    return generator
 
 
 def initial_retriever(section: RetrieverSection, device: str) -> Retriever:
@@ -236,10 +262,7 @@ def train(
     # Models, optimizer and schedule; a resumed run reloads all of them from last/.
     retriever = load_retriever(last_dir, device) if resuming else initial_retriever(cfg.retriever, device)
     retriever.batch_size = cfg.retriever.batch_size
-    gen_cfg = replace(cfg.generator, model=str(last_dir / "generator")) if resuming else cfg.generator
-    generator = build_generator(gen_cfg, cfg.meta, device)
-    if not isinstance(generator, Seq2SeqGenerator):
-        raise ConfigError(f"generator.kind {cfg.generator.kind!r} cannot be trained; use seq2seq")
+    generator = resumable_generator(cfg.generator, cfg.meta, last_dir if resuming else None, device)
     groups = _param_groups(generator.model, opt.lr, opt.weight_decay)
     if not cfg.retriever.freeze:
         groups += _param_groups(retriever.encoder, cfg.retriever.lr, opt.weight_decay)

@@ -202,18 +202,33 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*-*-*.y
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in CONFIGS if not p.name.startswith("retriever")], ids=lambda p: p.stem
+    "path",
+    [p for p in CONFIGS if not p.name.startswith("retriever") and not p.stem.endswith("-cpu")],
+    ids=lambda p: p.stem,
 )
 def test_shipped_configs_load(path: Path) -> None:
+    """The paper's configs ({dataset}-{setting}-{variant}[-smollm2]): its batch, steps, K and lengths."""
     cfg = load_config(TrainConfig, path)
-    dataset, setting, variant = path.stem.split("-")
+    dataset, setting, variant, *backbone = path.stem.split("-")
     assert (cfg.data.dataset, cfg.data.setting) == (dataset, setting)
+    if backbone == ["smollm2"]:
+        assert cfg.generator.kind == "causal" and cfg.generator.model == "smollm2"
+        assert cfg.generator.lora.r > 0
+    else:
+        assert cfg.generator.kind == "seq2seq"
     assert cfg.optim.batch_size * cfg.optim.grad_accum == 64 and cfg.optim.max_steps == 1500
     expected_k = 7 if setting == "large" else {"mwoz": 6, "camrest": 6, "smd": 8}[dataset]
     assert cfg.retriever.k == expected_k
     assert cfg.generator.max_target_tokens == (128 if dataset == "smd" else 64)
     assert cfg.loss.use_ctr == (variant == "ctr")
     assert cfg.meta.mode == {"prefix": "prefix", "prompt": "prompt", "ctr": "none"}[variant]
+
+
+def test_cpu_smollm2_config_loads() -> None:
+    path = Path(__file__).resolve().parents[1] / "configs" / "camrest-condensed-prompt-smollm2-cpu.yaml"
+    cfg = load_config(TrainConfig, path)
+    assert cfg.generator.kind == "causal" and cfg.generator.lora.r > 0 and cfg.loss.use_mml
+    assert cfg.optim.max_steps * cfg.optim.batch_size <= 400  # "a few hundred turns" on CPU
 
 
 def test_smoke_config_loads() -> None:

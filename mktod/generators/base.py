@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -20,11 +20,26 @@ from mktod.types import Utterance
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """A LoRA adapter on the generator (causal kind): rank 0 means full fine-tuning."""
+
+    r: int = 0
+    alpha: int = 16
+    dropout: float = 0.05
+    # "all-linear", or comma-separated module names such as "q_proj,v_proj".
+    target_modules: str = "all-linear"
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
-    """``kind`` picks the registered backend; ``model`` is a hub name or a local directory."""
+    """``kind`` picks the registered backend (seq2seq, causal, openai); ``model`` is a hub name or a
+    local directory (for causal also a GGUF file, or ``smollm2`` for the offline default)."""
 
     kind: str = "seq2seq"
     model: str = "t5-base"
+    gguf_file: str = ""  # a GGUF file inside the ``model`` folder (causal)
+    adapter: str = ""  # a trained LoRA adapter folder loaded on top of ``model`` (causal)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     max_context_tokens: int = 200
     max_record_tokens: int = 100
     # Both the generation limit and the training-target truncation: 64, or 128 for SMD.
@@ -84,7 +99,11 @@ GENERATORS: dict[str, GeneratorFactory] = {}
 
 # Backends register themselves on import; importing lazily keeps e.g. the OpenAI client from needing torch
 # models loaded, and vice versa.
-_BUILTIN_MODULES = {"seq2seq": "mktod.generators.seq2seq", "openai": "mktod.generators.openai_chat"}
+_BUILTIN_MODULES = {
+    "seq2seq": "mktod.generators.seq2seq",
+    "causal": "mktod.generators.causal",
+    "openai": "mktod.generators.openai_chat",
+}
 
 
 def register_generator(kind: str) -> Callable[[GeneratorFactory], GeneratorFactory]:

@@ -1,0 +1,201 @@
+"""Decoder-only generator: time of an NLL + MML step over an NLL-only step (issue #7, item 2).
+
+Three step kinds, each forward + backward + clip + AdamW step, on a randomly initialised Llama of
+SmolLM2-135M's shape (or a smaller one) built from a config, K records per turn, synthetic text of fixed
+token lengths:
+
+- ``nll``:         L_NLL only: one forward over instruction + context + all K records + response.
+- ``mml_prefix``:  L_NLL + L_MML with :meth:`CausalGenerator.joint_and_single_logprobs`: the shared
+                   prefix (instruction + context) once, its key/value cache expanded to the joint row
+                   and the K single-record rows, which compute only record + response.
+- ``mml_naive``:   L_NLL + L_MML with each one-record likelihood from its own full forward.
+
+Interleaved repetitions; medians and ratios to ``nll`` from the same run (see run.py for the seq2seq one).
+
+    python bench/train_step/causal.py --device cpu --size mini
+    python bench/train_step/causal.py --device cuda --size smollm2 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from run import make_batch, synthetic_tokenizer
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from mktod.generators.base import GeneratorConfig, GeneratorInput
+from mktod.generators.causal import CausalGenerator
+from mktod.losses import mml_loss, nll_loss
+from mktod.sysinfo import cpu_model
+
+SIZES = {
+    # hidden, intermediate, layers, heads, kv heads
+    "smollm2": (576, 1536, 30, 9, 3),
+    "mini": (256, 768, 6, 4, 2),
+}
+VOCAB = 49152  # SmolLM2's
+
+
+def naive_single_logprobs(
+    g: CausalGenerator, batch: list[GeneratorInput], responses: list[str]
+) -> torch.Tensor:
+    """[B, K] from B*K full forwards of one-record prompts (batched, but nothing shared)."""
+    one = [GeneratorInput(item.context, (r,)) for item in batch for r in item.records]
+    repeated = [resp for item, resp in zip(batch, responses, strict=True) for _ in item.records]
+    return g.joint_logprobs(one, repeated).view(len(batch), -1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--size", choices=sorted(SIZES), default="mini")
+    ap.add_argument("--batch", type=int, default=2, help="turns per step")
+    ap.add_argument("--k", type=int, default=7, help="records per turn")
+    ap.add_argument("--context-tokens", type=int, default=150)
+    ap.add_argument("--record-tokens", type=int, default=50)
+    ap.add_argument("--target-tokens", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "train_step"
+    )
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    hidden, inter, layers, heads, kv = SIZES[args.size]
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    cfg = GeneratorConfig(kind="causal", model=args.size, max_context_tokens=200, max_record_tokens=100)
+    g = CausalGenerator(LlamaForCausalLM(config), synthetic_tokenizer(VOCAB), cfg, "prefix", device)
+    g.model.train()
+    batch, responses = make_batch(args)
+    scores = torch.nn.Parameter(torch.randn(args.batch, args.k, device=device))
+    params = [*g.model.parameters(), scores]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+    prompt_tokens = len(g.prompt(batch[0]))
+    prefix_tokens = len(g.turn(batch[0]).prefix)
+
+    def step(loss_fn: Callable[[], torch.Tensor]) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    def nll() -> torch.Tensor:
+        return nll_loss(g.joint_logprobs(batch, responses))
+
+    def mml_prefix() -> torch.Tensor:
+        out = g.joint_and_single_logprobs(batch, responses)
+        return nll_loss(out.joint) + mml_loss(scores, out.single, mask=out.mask)
+
+    def mml_naive() -> torch.Tensor:
+        joint = g.joint_logprobs(batch, responses)
+        return nll_loss(joint) + mml_loss(scores, naive_single_logprobs(g, batch, responses))
+
+    kinds = {"nll": nll, "mml_prefix": mml_prefix, "mml_naive": mml_naive}
+    times: dict[str, list[float]] = {name: [] for name in kinds}
+    for rep in range(args.warmup + args.reps):
+        for name, fn in kinds.items():
+            seconds = step(fn)
+            if rep >= args.warmup:
+                times[name].append(seconds)
+        print(f"rep {rep + 1}: " + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items() if t), flush=True)
+
+    median = {name: statistics.median(t) for name, t in times.items()}
+    result = {
+        "machine": {
+            "cpu": cpu_model(),
+            "cpu_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+        },
+        "setup": {
+            "model": f"Llama random init, {args.size} shape",
+            "hidden": hidden,
+            "intermediate": inter,
+            "layers": layers,
+            "heads": heads,
+            "kv_heads": kv,
+            "vocab": VOCAB,
+            "params_m": round(sum(p.numel() for p in g.model.parameters()) / 1e6, 1),
+            "batch_turns": args.batch,
+            "k": args.k,
+            "prompt_tokens": prompt_tokens,
+            "prefix_tokens": prefix_tokens,
+            "target_tokens": args.target_tokens,
+            "reps": args.reps,
+            "warmup": args.warmup,
+        },
+        "median_s": median,
+        "min_s": {name: min(t) for name, t in times.items()},
+        "all_s": times,
+        "ratio_to_nll": {name: median[name] / median["nll"] for name in kinds},
+        "paired_ratio_median": {
+            name: statistics.median(t / n for t, n in zip(times[name], times["nll"], strict=True))
+            for name in kinds
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = f"causal_{device.type}_{args.size}"
+    (args.out / f"train_step_{tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (args.out / f"train_step_{tag}.md").write_text(markdown(result), encoding="utf-8")
+    print(markdown(result))
+
+
+def markdown(r: dict) -> str:  # type: ignore[type-arg]
+    m, s = r["machine"], r["setup"]
+    lines = [
+        f"# Decoder-only training step: NLL + MML over NLL-only ({m['device']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cpu_threads']} torch threads, torch {m['torch']}.",
+        f"Model: {s['model']} (hidden {s['hidden']}, {s['layers']} layers, {s['heads']} heads / "
+        f"{s['kv_heads']} kv, vocab {s['vocab']}, {s['params_m']}M params).",
+        f"Batch: {s['batch_turns']} turns, prompt of {s['prompt_tokens']} tokens "
+        f"({s['prefix_tokens']} shared prefix + K = {s['k']} records + template), "
+        f"targets of {s['target_tokens']} tokens. "
+        f"Median of {s['reps']} interleaved repetitions after {s['warmup']} warm-up.",
+        "",
+        "| step | median (s) | ratio of medians | median of paired ratios | ratio of minimums |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "nll": "NLL only",
+        "mml_prefix": "NLL + MML, shared prefix computed once (mktod)",
+        "mml_naive": "NLL + MML, a full forward per record (naive)",
+    }
+    for name, label in labels.items():
+        lines.append(
+            f"| {label} | {r['median_s'][name]:.3f} | {r['ratio_to_nll'][name]:.2f} "
+            f"| {r['paired_ratio_median'][name]:.2f} | {r['min_s'][name] / r['min_s']['nll']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""Decoder-only generator over any Hugging Face causal LM (SmolLM2-135M-Instruct offline), METHOD.md §5.
+
+One turn is one chat-formatted prompt whose parts always come in this order::
+
+    prefix   = chat-template head + instruction + "Dialogue:" + context + "Knowledge:"   (per turn)
+    records  = one line per tagged record (prefix or prompt rendering of the meta knowledge)
+    tail     = end of the user message + the assistant header                            (constant)
+    response = the system response + end-of-turn token                                   (the loss)
+
+Each part is tokenised on its own and the ids concatenated, so the prefix of a turn is the same token
+sequence whether one or all K records follow it. :meth:`CausalGenerator.joint_and_single_logprobs` uses
+that: the prefix goes through the model once, its key/value cache is expanded to the joint row and the K
+single-record rows, and only ``records + tail + response`` is computed per row (issue #7, item 2).
+Log-probabilities are taken at the response positions only: the 49k-way output layer is the costliest
+matrix of a 135M model, and no other position is ever scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+
+from mktod.generators.base import GeneratorConfig, GeneratorInput, Likelihoods, register_generator
+from mktod.generators.causal_models import resolve_causal_model
+from mktod.generators.prompts import PREFIX_TAG_EXPLANATION
+from mktod.generators.seq2seq import add_meta_tokens, format_context
+from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode, TaggedRecord, render
+from mktod.types import Utterance
+
+INSTRUCTION = (
+    "You are a task-oriented dialogue system. Answer the user's last message in one or two short "
+    "sentences, using the knowledge records when they are relevant."
+)
+_SENTINEL = "\x00MKTOD-USER\x00"
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """Token ids of one turn's parts (see the module docstring)."""
+
+    prefix: list[int]
+    records: list[list[int]]
+    response: list[int]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A padded batch of rows: ids[N, L], attention[N, L] and, per scored token, (row, position, id)."""
+
+    ids: Tensor
+    attention: Tensor
+    score_rows: Tensor
+    score_positions: Tensor
+    score_targets: Tensor
+
+
+def instruction_for(mode: MetaMode) -> str:
+    """The instruction, plus what the tags mean in the prefix rendering (the prompt rendering's
+    sentences explain themselves)."""
+    return f"{INSTRUCTION}\n{PREFIX_TAG_EXPLANATION}" if mode == "prefix" else INSTRUCTION
+
+
+def template_parts(tokenizer: Any, system: str) -> tuple[str, str]:
+    """(head, tail) around the user message in the tokenizer's chat template, with the assistant header.
+
+    Models without a template get a plain "instruction / message / Response:" layout.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": _SENTINEL}]
+        text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        head, sep, tail = text.partition(_SENTINEL)
+        if sep:
+            return head, tail
+    return f"{system}\n\n", "\nResponse: "
+
+
+class CausalGenerator:
+    """Generation and likelihoods for a decoder-only LM; ``model`` may be a peft LoRA wrapper."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module,
+        tokenizer: Any,
+        cfg: GeneratorConfig | None = None,
+        meta_mode: MetaMode = "prefix",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.cfg = cfg if cfg is not None else GeneratorConfig(kind="causal")
+        self.meta_mode: MetaMode = meta_mode
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer needs an eos (end-of-turn) token")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token  # padding is always masked, any id will do
+        self.model: nn.Module = model
+        self._hf: Any = cast(Any, model)
+        if meta_mode == "prefix":
+            add_meta_tokens(tokenizer, self._hf)
+        self._hf.to(self.device)
+        head, tail = template_parts(tokenizer, instruction_for(meta_mode))
+        self._head = self._encode(head + "Dialogue:\n")
+        self._knowledge = self._encode("\n\nKnowledge:\n")
+        self._none = self._encode("(none)\n")
+        self._tail = self._encode(tail)
+        self._eos = int(tokenizer.eos_token_id)
+
+    @classmethod
+    def from_pretrained(
+        cls, cfg: GeneratorConfig, meta_mode: MetaMode = "prefix", device: str | torch.device = "cpu"
+    ) -> CausalGenerator:
+        """Load ``cfg.model`` (hub name, folder, folder with a GGUF file, or ``smollm2``), then
+        ``cfg.adapter`` (a saved LoRA adapter) or a fresh LoRA of rank ``cfg.lora.r`` when r > 0."""
+        folder, gguf = resolve_causal_model(cfg.model, cfg.gguf_file)
+        source = Path(cfg.adapter) if cfg.adapter else folder
+        tokenizer = AutoTokenizer.from_pretrained(source if cfg.adapter else folder, gguf_file=gguf)
+        model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+        if meta_mode == "prefix":
+            # The adapter was trained with the meta tokens in the vocabulary: add them before loading it.
+            add_meta_tokens(tokenizer, model)
+        if cfg.adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, cfg.adapter, is_trainable=False)
+        elif cfg.lora.r > 0:
+            model = add_lora(model, tokenizer, cfg, meta_mode)
+        return cls(model, tokenizer, cfg, meta_mode, device)
+
+    @property
+    def is_adapter(self) -> bool:
+        """True when only a LoRA adapter is trained (and saved) on top of a frozen base model."""
+        return hasattr(self._hf, "peft_config")
+
+    # ----------------------------------------------------------------------------------------- inputs
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _context_ids(self, context: Sequence[Utterance] | str) -> list[int]:
+        ids = self._encode(format_context(context))
+        return ids[-self.cfg.max_context_tokens :] if self.cfg.max_context_tokens else []
+
+    def _record_ids(self, record: TaggedRecord) -> list[int]:
+        return [
+            *self._encode(render(record, self.meta_mode))[: self.cfg.max_record_tokens],
+            *self._encode("\n"),
+        ]
+
+    def turn(self, item: GeneratorInput, response: str = "") -> _Turn:
+        prefix = [*self._head, *self._context_ids(item.context), *self._knowledge]
+        records = [self._record_ids(r) for r in item.records]
+        target = [*self._encode(response)[: self.cfg.max_target_tokens - 1], self._eos]
+        return _Turn(prefix, records, target)
+
+    def prompt(self, item: GeneratorInput) -> list[int]:
+        """The full prompt (everything before the response) of one turn with all its records."""
+        turn = self.turn(item)
+        records = [t for ids in turn.records for t in ids] or self._none
+        return [*turn.prefix, *records, *self._tail]
+
+    def _rows(self, rows: Sequence[tuple[list[int], int]]) -> _Rows:
+        """Right-padded rows; each is (ids, n) where the last n ids are scored (the response)."""
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
+        attention = torch.zeros(len(rows), width, dtype=torch.long)
+        where_rows: list[int] = []
+        where_pos: list[int] = []
+        targets: list[int] = []
+        for i, (seq, n_scored) in enumerate(rows):
+            ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention[i, : len(seq)] = 1
+            # Token at position p is predicted by the hidden state at p - 1.
+            for p in range(len(seq) - n_scored, len(seq)):
+                where_rows.append(i)
+                where_pos.append(p - 1)
+                targets.append(seq[p])
+        dev = self.device
+        return _Rows(
+            ids.to(dev),
+            attention.to(dev),
+            torch.tensor(where_rows, dtype=torch.long, device=dev),
+            torch.tensor(where_pos, dtype=torch.long, device=dev),
+            torch.tensor(targets, dtype=torch.long, device=dev),
+        )
+
+    # ---------------------------------------------------------------------------------------- forward
+
+    def _score(self, hidden: Tensor, rows: _Rows) -> Tensor:
+        """Sum of log p(target) per row [N] from the decoder's last hidden states [N, L, d]."""
+        picked = hidden[rows.score_rows, rows.score_positions]
+        logits = self._hf.get_output_embeddings()(picked).float()
+        token_logp = torch.log_softmax(logits, -1).gather(-1, rows.score_targets.unsqueeze(-1)).squeeze(-1)
+        out = token_logp.new_zeros(rows.ids.shape[0])
+        return out.index_add(0, rows.score_rows, token_logp)
+
+    def _decoder(self) -> Any:
+        return self._hf.get_decoder()
+
+    def joint_logprobs(self, batch: Sequence[GeneratorInput], responses: Sequence[str]) -> Tensor:
+        """log p(r|c,E) [B] from one plain forward over the full sequences (the NLL-only step)."""
+        if len(batch) != len(responses):
+            raise ValueError(f"{len(batch)} turns but {len(responses)} responses")
+        rows = self._rows(
+            [
+                ([*self.prompt(item), *(t := self.turn(item, r)).response], len(t.response))
+                for item, r in zip(batch, responses, strict=True)
+            ]
+        )
+        hidden = self._decoder()(input_ids=rows.ids, attention_mask=rows.attention, use_cache=False)
+        return self._score(hidden.last_hidden_state, rows)
+
+    def _continue(self, prefix: _Rows, kv: list[tuple[Tensor, Tensor]], which: Tensor, rows: _Rows) -> Tensor:
+        """Score ``rows`` as continuations of the prefixes ``which`` [N] (one prefix row per row)."""
+        cache = DynamicCache(ddp_cache_data=[(k[which], v[which]) for k, v in kv], config=self._hf.config)
+        prefix_len = prefix.attention[which].sum(-1, keepdim=True)
+        positions = prefix_len + torch.arange(rows.ids.shape[1], device=self.device).unsqueeze(0)
+        attention = torch.cat([prefix.attention[which], rows.attention], dim=1)
+        out = self._decoder()(
+            input_ids=rows.ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return self._score(out.last_hidden_state, rows)
+
+    def joint_and_single_logprobs(
+        self, batch: Sequence[GeneratorInput], responses: Sequence[str], with_no_entity: bool = False
+    ) -> Likelihoods:
+        """log p(r|c,E) [B] and log p(r|c,e_i) [B,K] from one prefix pass and two continuation passes.
+
+        The prefix (instruction + context) of each turn is computed once; its key/value cache is
+        indexed out to the joint row and to every single-record row (plus a no-record row per turn with
+        ``with_no_entity``). Gradients flow back through the one prefix pass.
+        """
+        if len(batch) != len(responses):
+            raise ValueError(f"{len(batch)} turns but {len(responses)} responses")
+        if not batch:
+            raise ValueError("empty batch")
+        turns = [self.turn(item, r) for item, r in zip(batch, responses, strict=True)]
+        k = max(max(len(t.records), 1) for t in turns)
+        prefix = self._rows([(t.prefix, 0) for t in turns])
+        out = self._decoder()(input_ids=prefix.ids, attention_mask=prefix.attention, use_cache=True)
+        cache = out.past_key_values
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+
+        joint_rows = self._rows(
+            [
+                (
+                    [*(t for ids in tr.records for t in ids), *self._tail, *tr.response]
+                    if tr.records
+                    else [*self._none, *self._tail, *tr.response],
+                    len(tr.response),
+                )
+                for tr in turns
+            ]
+        )
+        joint = self._continue(prefix, kv, torch.arange(len(turns), device=self.device), joint_rows)
+
+        record_mask = torch.zeros(len(turns), k, dtype=torch.bool)
+        owners: list[int] = []
+        single_seqs: list[tuple[list[int], int]] = []
+        for b, tr in enumerate(turns):
+            for i, rec in enumerate(tr.records):
+                record_mask[b, i] = True
+                owners.append(b)
+                single_seqs.append(([*rec, *self._tail, *tr.response], len(tr.response)))
+        if with_no_entity:
+            for b, tr in enumerate(turns):
+                owners.append(b)
+                single_seqs.append(([*self._none, *self._tail, *tr.response], len(tr.response)))
+        single = joint.new_zeros(len(turns) * k)
+        no_entity = None
+        if single_seqs:
+            logps = self._continue(
+                prefix, kv, torch.tensor(owners, device=self.device), self._rows(single_seqs)
+            )
+            slots = record_mask.view(-1).nonzero(as_tuple=True)[0].to(self.device)
+            single = single.index_copy(0, slots, logps[: slots.numel()])
+            no_entity = logps[slots.numel() :] if with_no_entity else None
+        lengths = torch.tensor([len(t.response) for t in turns], device=self.device)
+        return Likelihoods(joint, single.view(len(turns), k), lengths, record_mask.to(self.device), no_entity)
+
+    # ------------------------------------------------------------------------------------- generation
+
+    @torch.no_grad()
+    def generate(self, batch: Sequence[GeneratorInput]) -> list[str]:
+        """Greedy (``num_beams`` = 1) or beam search over left-padded prompts."""
+        prompts = [self.prompt(item) for item in batch]
+        width = max(len(p) for p in prompts)
+        pad = int(self.tokenizer.pad_token_id)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self._hf.generate(
+                input_ids=ids,
+                attention_mask=attention,
+                max_new_tokens=self.cfg.max_target_tokens,
+                num_beams=self.cfg.num_beams,
+                do_sample=False,
+                eos_token_id=self._eos,
+                pad_token_id=pad,
+            )
+        finally:
+            self.model.train(was_training)
+        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    # ------------------------------------------------------------------------------------------ saving
+
+    def save(self, directory: Path) -> None:
+        """The trained weights and the tokenizer: the whole model, or only the LoRA adapter.
+
+        An adapter never includes the (resized) embedding matrix: the meta tokens' trained rows are
+        saved as peft trainable-token values, which replace the rows on load, so the adapter of
+        SmolLM2-135M stays a few MB instead of the 113 MB embedding matrix.
+        """
+        if self.is_adapter:
+            self._hf.save_pretrained(directory, save_embedding_layers=False)
+        else:
+            self._hf.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+    def load_adapter_weights(self, directory: Path) -> None:
+        """Load a saved adapter's weights into this generator's (trainable) adapter, to resume."""
+        from peft import load_peft_weights, set_peft_model_state_dict
+
+        if not self.is_adapter:
+            raise ValueError("this generator has no LoRA adapter to load weights into")
+        set_peft_model_state_dict(self._hf, load_peft_weights(str(directory), device=str(self.device)))
+
+
+def add_lora(model: Any, tokenizer: Any, cfg: GeneratorConfig, meta_mode: MetaMode) -> Any:
+    """Wrap ``model`` in a fresh LoRA adapter; in prefix mode the meta tokens' embedding rows train too."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = cfg.lora
+    targets: str | list[str] = (
+        lora.target_modules if lora.target_modules == "all-linear" else lora.target_modules.split(",")
+    )
+    extra: dict[str, Any] = {}
+    if meta_mode == "prefix":
+        # Only the new rows train and are saved (a few KB), not the whole 49k x d matrix.
+        new_ids = [int(i) for i in tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))]
+        extra["trainable_token_indices"] = new_ids
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+        **extra,
+    )
+    return get_peft_model(model, config)
+
+
+@register_generator("causal")
+def _build(cfg: GeneratorConfig, meta: MetaConfig, device: torch.device) -> CausalGenerator:
+    return CausalGenerator.from_pretrained(cfg, meta.mode, device)

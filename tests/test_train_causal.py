@@ -1,0 +1,105 @@
+"""Joint training with the decoder-only generator (issue #7): a tiny Llama with a LoRA adapter, the
+3-dialogue CamRest sample, a few steps; the checkpoint holds the adapter only and resumes exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from causal_helpers import save_tiny_llama
+from safetensors.torch import load_file
+from train_helpers import tiny_config, write_data
+
+import mktod.train as train_module
+from mktod.checkpoint import is_complete, load_pipeline, load_spec
+from mktod.datasets import DataPaths, get_loader
+from mktod.generators.causal import CausalGenerator
+from mktod.train import train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("train-causal")
+    save_tiny_llama(path / "tiny-llama")
+    return path
+
+
+@pytest.fixture(scope="module")
+def paths(root: Path) -> DataPaths:
+    return write_data(root)
+
+
+def causal(root: Path, out: str, *overrides: str) -> Any:
+    return tiny_config(
+        root,
+        out,
+        "generator.kind=causal",
+        f"generator.model={root / 'tiny-llama'}",
+        "generator.lora.r=2",
+        "generator.lora.alpha=4",
+        "generator.lora.dropout=0.0",
+        "optim.lr=0.01",
+        *overrides,
+    )
+
+
+def test_lora_run_saves_an_adapter_checkpoint_that_serves(root: Path, paths: DataPaths) -> None:
+    result = train(causal(root, "lora"), paths)
+    assert result.steps == 3 and set(result.losses) == {"loss", "nll", "mml"}
+    best = root / "lora" / "best"
+    assert is_complete(best)
+    files = {p.name for p in (best / "generator").iterdir()}
+    assert "adapter_model.safetensors" in files and "model.safetensors" not in files
+    spec = load_spec(best)
+    assert spec.generator.kind == "causal" and spec.generator.adapter == "generator"
+    assert spec.generator.model == str(root / "tiny-llama")  # the base, named as configured
+    saved = yaml.safe_load((best / "pipeline.yaml").read_text())
+    assert saved["generator"]["lora"]["r"] == 2
+
+    pipeline = load_pipeline(best)
+    assert isinstance(pipeline.generator, CausalGenerator) and pipeline.generator.is_adapter
+    split = get_loader("camrest").load_split("dev", paths)
+    dialogue = split.dialogues[0]
+    reply = pipeline.respond(dialogue.context(1), dialogue.kb)
+    assert isinstance(reply.text, str) and reply.records
+
+
+def test_full_fine_tuning_saves_the_whole_model(root: Path, paths: DataPaths) -> None:
+    train(causal(root, "full-ft", "generator.lora.r=0", "optim.max_steps=1", "data.dev_split=null"), paths)
+    last = root / "full-ft" / "last"
+    assert (last / "generator" / "model.safetensors").is_file()
+    spec = load_spec(last)
+    assert spec.generator.model == "generator" and spec.generator.adapter == ""
+    assert isinstance(load_pipeline(last).generator, CausalGenerator)
+
+
+def test_lora_run_resumes_exactly(root: Path, paths: DataPaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = ("optim.max_steps=4", "data.dev_split=null")
+    full = train(causal(root, "r-full", *overrides), paths)
+    save = train_module.save_checkpoint
+
+    def crash_after_step_2(directory: Path, *args: Any, **kwargs: Any) -> Path:
+        path = save(directory, *args, **kwargs)
+        state = kwargs.get("state") if "state" in kwargs else (args[4] if len(args) > 4 else None)
+        if state is not None and state["step"] == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(causal(root, "r-cut", *overrides), paths)
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    resumed = train(causal(root, "r-cut", *overrides), paths, resume=True)
+    assert resumed.start_step == 2 and resumed.steps == 4
+    for key, value in full.losses.items():
+        assert resumed.losses[key] == pytest.approx(value, abs=1e-5)
+    x = load_file(root / "r-full" / "last" / "generator" / "adapter_model.safetensors")
+    y = load_file(root / "r-cut" / "last" / "generator" / "adapter_model.safetensors")
+    assert x.keys() == y.keys()
+    for name in x:
+        torch.testing.assert_close(x[name], y[name], atol=1e-5, rtol=0)
