@@ -1,4 +1,8 @@
-"""`mktod serve`: the dialogue service (``service/``) on uvicorn, with a pipeline from a training checkpoint.
+"""`mktod serve`: the dialogue service (``service/``) on uvicorn.
+
+With no arguments it serves the pipeline shipped in the package (SmolLM2-135M + a LoRA adapter trained
+on CamRest, the bundled MiniLM retriever) over the demo KB in ``kb/``; ``--checkpoint`` serves any
+``mktod train`` checkpoint instead, and MKTOD_GENERATOR=openai swaps in a chat LLM as the generator.
 
 Settings come from, lowest precedence first: the ``--config`` file (``MKTOD_*=value`` lines, the same
 names as the environment variables), the environment, then the command-line flags.
@@ -13,12 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from mktod.errors import ConfigError
-
-NO_PIPELINE = (
-    "no pipeline to serve: no trained offline pipeline ships with MK-TOD yet. Train one "
-    "(e.g. `mktod train --config configs/smoke.yaml`) and pass its checkpoint folder with "
-    "`mktod serve --checkpoint runs/NAME/best`, or set MKTOD_PIPELINE=runs/NAME/best"
-)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -52,26 +50,29 @@ def service_environment(args: argparse.Namespace, environ: Mapping[str, str]) ->
         merged["MKTOD_STATE_DIR"] = args.state_dir
     if args.checkpoint:
         merged["MKTOD_PIPELINE"] = args.checkpoint
+    if args.threads is not None:
+        merged["MKTOD_THREADS"] = str(args.threads)
     return merged
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from service.serving import pipeline_dir
     from service.settings import Settings
 
     settings = Settings.from_env(service_environment(args, os.environ))
-    if settings.pipeline is None:
-        raise ConfigError(NO_PIPELINE)
-    if not settings.pipeline.is_dir():
-        raise ConfigError(f"{settings.pipeline}: no such checkpoint folder ({NO_PIPELINE})")
+    pipeline_dir(settings)  # fail fast, before the slow imports, when there is nothing to serve
     # Model loading needs no network; without this a hub id would hang on timeouts (see cli_common).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    import torch
     import uvicorn
 
-    from mktod.checkpoint import load_pipeline
     from service.app import create_app
+    from service.serving import load_service_pipeline
 
-    pipeline = load_pipeline(settings.pipeline, args.device)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    pipeline = load_service_pipeline(settings, args.device)
     app = create_app(settings, pipeline)
     config: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level}
     uvicorn.run(app, **config)
@@ -92,8 +93,11 @@ def add_serve_commands(subparsers: Any) -> None:
     p.add_argument(
         "--checkpoint",
         metavar="DIR",
-        help="a `mktod train` checkpoint folder, e.g. runs/NAME/best ($MKTOD_PIPELINE); required, "
-        "no trained pipeline ships yet",
+        help="a `mktod train` checkpoint folder, e.g. runs/NAME/best ($MKTOD_PIPELINE); default: the "
+        "pipeline shipped in the package",
+    )
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads for inference ($MKTOD_THREADS; default torch's)"
     )
     p.add_argument("--device", default="cpu", help="torch device for the pipeline (default cpu)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

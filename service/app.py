@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -111,7 +112,7 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | PipelineL
         try:
             await run_in_threadpool(_seed, store, settings)
             if hasattr(pipeline_factory, "respond"):
-                pipeline: PipelineLike = pipeline_factory
+                pipeline: PipelineLike = cast(PipelineLike, pipeline_factory)
             else:
                 kb = KB(await run_in_threadpool(store.all_records), name="service")
                 pipeline = await run_in_threadpool(pipeline_factory, kb)

@@ -6,6 +6,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -23,6 +24,18 @@ T = TypeVar("T")
 
 class PipelineLike(Protocol):
     def respond(self, context: Sequence[Utterance], kb: KB) -> Reply: ...
+
+    def respond_many(self, contexts: Sequence[Sequence[Utterance]], kbs: Sequence[KB]) -> list[Reply]: ...
+
+
+@dataclass
+class _Pending:
+    """One turn waiting for the pipeline; whichever request thread holds the lock answers it."""
+
+    context: Sequence[Utterance]
+    done: threading.Event = field(default_factory=threading.Event)
+    reply: Reply | None = None
+    error: BaseException | None = None
 
 
 class ApiError(Exception):
@@ -95,7 +108,9 @@ class Engine:
     """The store, the pipeline and the KB snapshot its retriever index was built from.
 
     Blocking methods run in the thread pool; one lock serialises pipeline calls and index rebuilds, so a
-    reply is always generated from a KB snapshot that matches the retriever's index.
+    reply is always generated from a KB snapshot that matches the retriever's index. Turns that arrive
+    while the pipeline is busy queue up and are answered together, up to ``max_batch`` in one
+    ``respond_many`` call: batched generation keeps throughput up under concurrent load.
     """
 
     def __init__(self, settings: Settings, store: Store, pipeline: PipelineLike, metrics: Metrics) -> None:
@@ -104,6 +119,9 @@ class Engine:
         self.pipeline = pipeline
         self.metrics = metrics
         self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self.max_batch = max(1, settings.max_batch)
         self._kb = KB((), name="service")
         self._version = -1
         for attr, wrapper in (("retriever", _TimedRetriever), ("generator", _TimedGenerator)):
@@ -134,9 +152,37 @@ class Engine:
         self.metrics.inc("mktod_index_rebuilds_total", "Retriever index rebuilds after KB changes")
 
     def respond(self, context: Sequence[Utterance]) -> Reply:
-        with self._lock:
+        """The reply to one turn, generated alone or in a batch with turns queued meanwhile."""
+        pending = _Pending(context)
+        with self._queue_lock:
+            self._queue.append(pending)
+        while not pending.done.is_set():
+            with self._lock:
+                # Our turn may have been answered by the thread that held the lock before us.
+                if pending.done.is_set():
+                    break
+                with self._queue_lock:
+                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                self._answer_locked(batch)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.reply is not None  # done without an error means answered
+        return pending.reply
+
+    def _answer_locked(self, batch: list[_Pending]) -> None:
+        try:
             self._sync_locked()
-            return self.pipeline.respond(context, self._kb)
+            replies = self.pipeline.respond_many([p.context for p in batch], [self._kb] * len(batch))
+        except BaseException as exc:  # every waiter gets the error (e.g. GeneratorUnavailable -> 503)
+            for p in batch:
+                p.error = exc
+                p.done.set()
+            return
+        self.metrics.inc("mktod_pipeline_batches_total", "Pipeline calls (batches of queued turns)")
+        self.metrics.inc("mktod_pipeline_turns_total", "Turns answered by the pipeline", value=len(batch))
+        for p, reply in zip(batch, replies, strict=True):
+            p.reply = reply
+            p.done.set()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking work off the event loop."""

@@ -19,8 +19,8 @@ ENV_NAMES = {
     "max_message_chars": "MKTOD_MAX_MESSAGE_CHARS",
     "max_turns": "MKTOD_MAX_TURNS",
     "max_body_bytes": "MKTOD_MAX_BODY_BYTES",
-    "k": "MKTOD_K",
     "retry_after_s": "MKTOD_RETRY_AFTER_SECONDS",
+    "max_batch": "MKTOD_MAX_BATCH",
 }
 
 
@@ -35,15 +35,35 @@ class Settings:
     max_turns: int = 50
     max_body_bytes: int = 1024 * 1024
     rate_limit_per_minute: int = 120
-    pipeline: Path | None = None
-    k: int = 7
+    pipeline: Path | None = None  # None: the pipeline shipped with the package (mktod serve)
+    k: int | None = None  # None: the pipeline's own k
     seed_kb: Path | None = DEFAULT_SEED_KB
     retry_after_s: int = 30
+    # The generator: "" = the pipeline's own; "openai" = a chat LLM behind an OpenAI-compatible API
+    # (the key comes from OPENAI_API_KEY), reading the pipeline's retrieved records.
+    generator: str = ""
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-3.5-turbo"
+    openai_meta: str = ""  # none | prefix | prompt; "" = the pipeline's meta mode
+    openai_max_tokens: int = 64
+    threads: int | None = None  # torch CPU threads; None = torch's default
+    max_batch: int = 8  # turns queued during a pipeline call are answered together, up to this many
 
     def __post_init__(self) -> None:
-        for name in ("max_message_chars", "max_turns", "max_body_bytes", "k", "retry_after_s"):
+        for name in ("max_message_chars", "max_turns", "max_body_bytes", "retry_after_s", "max_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{ENV_NAMES[name]} must be >= 1, got {getattr(self, name)}")
+        for name, value in (("MKTOD_K", self.k), ("MKTOD_THREADS", self.threads)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.generator not in ("", "openai"):
+            raise ConfigError(
+                f"MKTOD_GENERATOR must be empty (the pipeline's own) or openai, got {self.generator!r}"
+            )
+        if self.openai_meta not in ("", "none", "prefix", "prompt"):
+            raise ConfigError(f"MKTOD_OPENAI_META must be none, prefix or prompt, got {self.openai_meta!r}")
+        if self.openai_max_tokens < 1:
+            raise ConfigError(f"MKTOD_OPENAI_MAX_TOKENS must be >= 1, got {self.openai_max_tokens}")
         if self.rate_limit_per_minute < 0:
             raise ConfigError("MKTOD_RATE_LIMIT_PER_MINUTE must be >= 0 (0 turns the limit off)")
         if self.api_key is not None and not self.api_key.strip():
@@ -69,15 +89,26 @@ class Settings:
             max_body_bytes=_get(environ, "MKTOD_MAX_BODY_BYTES", _int, d.max_body_bytes),
             rate_limit_per_minute=_get(environ, "MKTOD_RATE_LIMIT_PER_MINUTE", _int, d.rate_limit_per_minute),
             pipeline=Path(pipeline) if pipeline else None,
-            k=_get(environ, "MKTOD_K", _int, d.k),
+            k=_get(environ, "MKTOD_K", _optional_int, d.k),
             # An empty MKTOD_SEED_KB turns seeding off.
             seed_kb=d.seed_kb if seed is None else (Path(seed) if seed else None),
             retry_after_s=_get(environ, "MKTOD_RETRY_AFTER_SECONDS", _int, d.retry_after_s),
+            generator=(environ.get("MKTOD_GENERATOR") or d.generator).strip().lower(),
+            openai_base_url=environ.get("MKTOD_OPENAI_BASE_URL") or d.openai_base_url,
+            openai_model=environ.get("MKTOD_OPENAI_MODEL") or d.openai_model,
+            openai_meta=(environ.get("MKTOD_OPENAI_META") or d.openai_meta).strip().lower(),
+            openai_max_tokens=_get(environ, "MKTOD_OPENAI_MAX_TOKENS", _int, d.openai_max_tokens),
+            threads=_get(environ, "MKTOD_THREADS", _optional_int, d.threads),
+            max_batch=_get(environ, "MKTOD_MAX_BATCH", _int, d.max_batch),
         )
 
 
 def _int(raw: str) -> int:
     return int(raw.strip())
+
+
+def _optional_int(raw: str) -> int | None:
+    return int(raw.strip()) if raw.strip() else None
 
 
 def _bool(raw: str) -> bool:

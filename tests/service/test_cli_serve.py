@@ -22,13 +22,31 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in out
 
 
-def test_missing_pipeline_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_missing_default_pipeline_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import service.serving
+
     monkeypatch.delenv("MKTOD_PIPELINE", raising=False)
+    monkeypatch.setattr(service.serving, "default_pipeline_dir", lambda: tmp_path / "gone")
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
-    assert "no trained offline pipeline ships" in err and "--checkpoint runs/NAME/best" in err
+    assert "shipped default" in err and "--checkpoint runs/NAME/best" in err
+
+
+def test_shipped_default_pipeline_is_complete() -> None:
+    """The folder `mktod serve` falls back to ships with the package and names a LoRA adapter."""
+    from mktod.checkpoint import is_complete, load_spec
+    from mktod.paths import default_pipeline_dir
+
+    folder = default_pipeline_dir()
+    assert is_complete(folder)
+    spec = load_spec(folder)
+    assert spec.generator.kind == "causal" and spec.generator.adapter == "generator"
+    assert (folder / "generator" / "adapter_model.safetensors").is_file()
+    assert spec.retriever.startswith("encoder:")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size <= 25 * 1024 * 1024
 
 
 def test_missing_checkpoint_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,19 +82,19 @@ def test_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_serve_loads_checkpoint_and_runs_uvicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    import mktod.checkpoint
+    import service.serving
 
     loaded: list[tuple[Path, str]] = []
     ran: dict[str, Any] = {}
 
-    def fake_load(directory: Path, device: str) -> object:
+    def fake_load(directory: Path, device: str, generator: object = None) -> object:
         loaded.append((Path(directory), device))
         return make_pipeline()
 
     def fake_run(app: object, **kwargs: Any) -> None:
         ran.update(kwargs, app=app)
 
-    monkeypatch.setattr(mktod.checkpoint, "load_pipeline", fake_load)
+    monkeypatch.setattr(service.serving, "load_pipeline", fake_load)
     monkeypatch.setattr(uvicorn, "run", fake_run)
     state = tmp_path / "state"
     argv = ["serve", "--checkpoint", str(tmp_path), "--state-dir", str(state), "--port", "8123"]
@@ -84,3 +102,50 @@ def test_serve_loads_checkpoint_and_runs_uvicorn(tmp_path: Path, monkeypatch: py
     assert loaded == [(tmp_path, "cpu")]
     assert ran["host"] == "127.0.0.1" and ran["port"] == 8123
     assert "/v1/chat/completions" in ran["app"].openapi()["paths"]
+
+
+def _frequency_checkpoint(folder: Path) -> Path:
+    """A pipeline folder whose retriever is the frequency baseline (no weights to load)."""
+    folder.mkdir()
+    (folder / "pipeline.yaml").write_text(
+        "dataset: camrest\nk: 4\nmeta:\n  mode: prefix\nretriever: frequency\n"
+        "generator:\n  kind: seq2seq\n  model: generator\n"
+    )
+    (folder / "COMPLETE").write_text("ok\n")
+    return folder
+
+
+def test_service_can_swap_in_a_chat_llm_generator(tmp_path: Path) -> None:
+    """MKTOD_GENERATOR=openai: the folder's retriever and meta config with an OpenAI-API generator;
+    the folder's own generator (absent here) is never loaded."""
+    from mktod.generators.openai_chat import OpenAIChatGenerator
+    from service.serving import load_service_pipeline
+    from service.settings import Settings
+
+    folder = _frequency_checkpoint(tmp_path / "ckpt")
+    env = {
+        "MKTOD_PIPELINE": str(folder),
+        "MKTOD_GENERATOR": "openai",
+        "MKTOD_OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "MKTOD_OPENAI_MODEL": "local-model",
+        "MKTOD_OPENAI_META": "prompt",
+        "MKTOD_K": "2",
+    }
+    pipeline = load_service_pipeline(Settings.from_env(env), environ={"OPENAI_API_KEY": "sk-test"})
+    generator = pipeline.generator
+    assert isinstance(generator, OpenAIChatGenerator)
+    assert generator.config.model == "local-model" and generator.config.base_url == "http://127.0.0.1:9/v1"
+    assert generator.mode == "prompt" and generator.config.api_key == "sk-test"
+    assert pipeline.config.k == 2 and pipeline.meta.mode == "prefix"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MKTOD_GENERATOR", "llama"), ("MKTOD_OPENAI_META", "tags"), ("MKTOD_THREADS", "0"), ("MKTOD_K", "0")],
+)
+def test_bad_generator_settings_are_named(name: str, value: str) -> None:
+    from mktod.errors import ConfigError
+    from service.settings import Settings
+
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
