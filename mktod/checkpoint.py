@@ -116,6 +116,13 @@ def _require(directory: Path) -> None:
 
 
 def load_spec(directory: Path) -> PipelineSpec:
+    """The spec of a checkpoint folder, or of a hand-written pipeline file (``*.yaml``): a pipeline
+    assembled from parts without training, e.g. an untuned generator over a warm-up retriever."""
+    if directory.is_file() and directory.suffix in (".yaml", ".yml"):
+        spec = load_config(PipelineSpec, directory)
+        if not spec.retriever:
+            raise ConfigError(f"{directory}: a pipeline file must name its retriever (retriever: ...)")
+        return spec
     _require(directory)
     return load_config(PipelineSpec, directory / PIPELINE_FILE)
 
@@ -156,17 +163,20 @@ def load_pipeline(
     batch_size: int = 8,
     generator: Generator | None = None,
 ) -> Pipeline:
-    """The pipeline a checkpoint folder defines: its retriever, meta config, generator, k and setting.
+    """The pipeline a checkpoint folder (or pipeline file) defines: its retriever, meta config,
+    generator, k and setting.
 
     ``generator`` replaces the folder's own (which is then never loaded), e.g. a chat LLM that reads
     the records this pipeline retrieves.
     """
     directory = Path(directory)
     spec = load_spec(directory)
+    # Relative paths in a pipeline file are relative to the file's folder (or to the working directory).
+    base = directory.parent if directory.is_file() else directory
     if generator is None:
-        generator = build_generator(generator_config(directory, spec), spec.meta, device)
+        generator = build_generator(generator_config(base, spec), spec.meta, device)
     retriever: RetrieverProtocol = (
-        build_retriever(_inside(directory, spec.retriever), device)
+        build_retriever(_inside(base, spec.retriever), device)
         if spec.retriever
         else load_retriever(directory, device)
     )

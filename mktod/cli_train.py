@@ -90,9 +90,11 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     vocab = EntityVocab.from_file(args.dataset, loader.entity_file(paths))
     global_kb = large_kb(args.dataset, paths) if setting == "large" else None
     pipeline = load_pipeline(checkpoint, args.device, batch_size=getattr(args, "batch_size", None) or 16)
-    # Beside the checkpoint, not inside it: training replaces best/ and last/ wholesale.
-    name = f"{checkpoint.name}-{args.dataset}-{args.split}-{setting}"
-    out_dir = Path(args.out) if args.out else checkpoint.parent / "eval" / name
+    # Beside the checkpoint, not inside it: training replaces best/ and last/ wholesale. A pipeline file
+    # (configs/pipelines/*.yaml) writes under runs/eval, keeping the configs folder clean.
+    name = f"{checkpoint.stem}-{args.dataset}-{args.split}-{setting}"
+    home = checkpoint.parent if checkpoint.is_dir() else Path("runs")
+    out_dir = Path(args.out) if args.out else home / "eval" / name
     result = evaluate_pipeline(pipeline, split, vocab, out_dir, global_kb=global_kb, limit=args.limit)
     r = result.responses
     summary: dict[str, object] = {
@@ -131,7 +133,11 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     The ``evaluate`` parser may already have some of them (the chat-LLM options); they are shared.
     """
     g = parser.add_argument_group("generate with a trained checkpoint instead of reading --predictions")
-    g.add_argument("--checkpoint", help="a checkpoint folder written by `mktod train` (runs/NAME/best)")
+    g.add_argument(
+        "--checkpoint",
+        help="a checkpoint folder written by `mktod train` (runs/NAME/best), or a pipeline file "
+        "(configs/pipelines/*.yaml)",
+    )
     if not _has(parser, "--setting"):
         g.add_argument(
             "--setting", choices=["condensed", "large"], help="KB setting (default: the checkpoint's)"

@@ -103,3 +103,22 @@ def test_lora_run_resumes_exactly(root: Path, paths: DataPaths, monkeypatch: pyt
     assert x.keys() == y.keys()
     for name in x:
         torch.testing.assert_close(x[name], y[name], atol=1e-5, rtol=0)
+
+
+def test_a_pipeline_file_assembles_an_untrained_pipeline(root: Path, paths: DataPaths) -> None:
+    """configs/pipelines/*.yaml: parts without training (e.g. the zero-shot SmolLM2 rows)."""
+    from mktod.errors import ConfigError
+
+    spec = root / "zero-shot.yaml"
+    spec.write_text(
+        "dataset: camrest\nk: 2\nretriever: frequency\nmeta:\n  mode: prompt\n"
+        f"generator:\n  kind: causal\n  model: {root / 'tiny-llama'}\n  max_target_tokens: 4\n"
+    )
+    pipeline = load_pipeline(spec)
+    assert isinstance(pipeline.generator, CausalGenerator) and not pipeline.generator.is_adapter
+    dialogue = get_loader("camrest").load_split("dev", paths).dialogues[0]
+    reply = pipeline.respond(dialogue.context(1), dialogue.kb)
+    assert len(reply.records) == 2
+    spec.write_text("dataset: camrest\ngenerator:\n  kind: causal\n")
+    with pytest.raises(ConfigError, match="must name its retriever"):
+        load_pipeline(spec)
