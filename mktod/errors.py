@@ -21,3 +21,8 @@ class DataError(MktodError):
 
 class ConfigError(MktodError):
     """A config file or option is invalid."""
+
+
+class GeneratorUnavailable(MktodError):
+    """The generator backend (e.g. a chat server) could not produce an answer for a turn, even after
+    retries; the message names the turn and the cause. The service answers it with 503 + Retry-After."""

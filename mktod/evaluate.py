@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from mktod.datasets import DataPaths, get_loader
-from mktod.errors import DataError
+from mktod.errors import DataError, GeneratorUnavailable
 from mktod.metrics import EntityVocab, RecallScores, ResponseScores, evaluate_responses, recall_at_k
 from mktod.types import KB, Reply, Split, TaggedRecord
 
@@ -119,7 +119,18 @@ def evaluate_pipeline(
     step = pipeline.config.batch_size
     with tqdm(total=len(turns), desc=f"{split.dataset} {split.split}", unit="turn") as bar:
         for start in range(0, len(turns), step):
-            replies.extend(pipeline.respond_many(contexts[start : start + step], kbs[start : start + step]))
+            try:
+                replies.extend(
+                    pipeline.respond_many(contexts[start : start + step], kbs[start : start + step])
+                )
+            except GeneratorUnavailable as exc:
+                # The generator names the turn by its place in the batch; add where the batch is.
+                batch = turns[start : start + step]
+                where = ", ".join(f"{d.id} turn {t + 1}" for d, t, _ in batch)
+                raise GeneratorUnavailable(
+                    f"{split.dataset} {split.split}, turns {start + 1}-{start + len(batch)} of this run "
+                    f"({where}): {exc}"
+                ) from exc
             bar.update(min(step, len(turns) - start))
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions_path = out_dir / "predictions.txt"

@@ -18,8 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mktod.errors import ConfigError
-from mktod.generators.openai_chat import GeneratorUnavailable
+from mktod.errors import ConfigError, GeneratorUnavailable
 from mktod.kb import load_kb
 from mktod.types import KB
 from service import routes_chat, routes_health, routes_kb, routes_openai, routes_page

@@ -41,7 +41,7 @@ from typing import Any
 import openai
 import torch
 
-from mktod.errors import ConfigError, MktodError
+from mktod.errors import ConfigError, GeneratorUnavailable
 from mktod.generators.base import GeneratorConfig, GeneratorInput, register_generator
 from mktod.generators.prompts import DemonstrationPool, Message, build_messages, spoken
 from mktod.meta import MetaConfig, MetaMode
@@ -51,10 +51,6 @@ logger = logging.getLogger(__name__)
 _NO_KEY = "no-key"  # sent when no key is given; the official client refuses to start without one
 _RETRY_STATUSES = frozenset({408, 409, 429})
 _SNIPPET = 120
-
-
-class GeneratorUnavailable(MktodError):
-    """The chat server could not produce an answer for a turn, even after retries."""
 
 
 class MalformedResponse(Exception):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from mktod.errors import GeneratorUnavailable
 from mktod.generators.base import GeneratorInput
-from mktod.generators.openai_chat import GeneratorUnavailable
 from mktod.meta import MetaConfig
 from mktod.pipeline import Pipeline, PipelineConfig
 from mktod.retriever import build_retriever

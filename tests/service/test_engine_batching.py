@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from service_helpers import TopRecordGenerator, make_pipeline, make_settings
 
+from mktod.errors import GeneratorUnavailable
 from mktod.generators.base import GeneratorInput
-from mktod.generators.openai_chat import GeneratorUnavailable
 from mktod.types import Record, Utterance
 from service.metrics import Metrics
 from service.routes_deps import Engine

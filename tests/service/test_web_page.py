@@ -22,8 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import API_KEY, TopRecordGenerator, make_app
 
+from mktod.errors import GeneratorUnavailable
 from mktod.generators.base import GeneratorInput
-from mktod.generators.openai_chat import GeneratorUnavailable
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
