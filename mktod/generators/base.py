@@ -40,6 +40,9 @@ class GeneratorConfig:
     gguf_file: str = ""  # a GGUF file inside the ``model`` folder (causal)
     adapter: str = ""  # a trained LoRA adapter folder loaded on top of ``model`` (causal)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    # causal: records attend to each other (a plain prompt); parallel: each record attends to the
+    # context and itself only, so MML reuses the records' keys/values (mktod.generators.record_attention).
+    record_attention: str = "causal"
     max_context_tokens: int = 200
     max_record_tokens: int = 100
     # Both the generation limit and the training-target truncation: 64, or 128 for SMD.

@@ -29,6 +29,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from mktod.generators.base import GeneratorConfig, GeneratorInput, Likelihoods, register_generator
 from mktod.generators.causal_models import resolve_causal_model
 from mktod.generators.prompts import PREFIX_TAG_EXPLANATION
+from mktod.generators.record_attention import (
+    RECORD_ATTENTION,
+    as_model_mask,
+    block_mask,
+    continuation_mask,
+    only_record,
+)
 from mktod.generators.seq2seq import add_meta_tokens, format_context
 from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode, TaggedRecord, render
 from mktod.types import Utterance
@@ -51,10 +58,12 @@ class _Turn:
 
 @dataclass(frozen=True)
 class _Rows:
-    """A padded batch of rows: ids[N, L], attention[N, L] and, per scored token, (row, position, id)."""
+    """A padded batch of rows: ids[N, L], attention[N, L], block ids[N, L] (see record_attention) and,
+    per scored token, (row, position, id)."""
 
     ids: Tensor
     attention: Tensor
+    blocks: Tensor
     score_rows: Tensor
     score_positions: Tensor
     score_targets: Tensor
@@ -110,6 +119,12 @@ class CausalGenerator:
         self._none = self._encode("(none)\n")
         self._tail = self._encode(tail)
         self._eos = int(tokenizer.eos_token_id)
+        if self.cfg.record_attention not in RECORD_ATTENTION:
+            raise ValueError(
+                f"generator.record_attention must be one of {', '.join(RECORD_ATTENTION)}, "
+                f"got {self.cfg.record_attention!r}"
+            )
+        self.parallel = self.cfg.record_attention == "parallel"
 
     @classmethod
     def from_pretrained(
@@ -160,21 +175,38 @@ class CausalGenerator:
 
     def prompt(self, item: GeneratorInput) -> list[int]:
         """The full prompt (everything before the response) of one turn with all its records."""
-        turn = self.turn(item)
-        records = [t for ids in turn.records for t in ids] or self._none
-        return [*turn.prefix, *records, *self._tail]
+        ids, _ = self.sequence(self.turn(item))
+        return ids[:-1]  # the empty response is its end-of-turn token alone
 
-    def _rows(self, rows: Sequence[tuple[list[int], int]]) -> _Rows:
+    def sequence(self, turn: _Turn) -> tuple[list[int], list[int]]:
+        """Token ids of prefix + records + tail + response, and their block ids (record i: i, else 0)."""
+        ids, blocks = list(turn.prefix), [0] * len(turn.prefix)
+        for i, record in enumerate(turn.records, start=1):
+            ids += record
+            blocks += [i] * len(record)
+        if not turn.records:
+            ids += self._none
+            blocks += [0] * len(self._none)
+        ids += [*self._tail, *turn.response]
+        blocks += [0] * (len(self._tail) + len(turn.response))
+        return ids, blocks
+
+    def _rows(
+        self, rows: Sequence[tuple[list[int], int]], blocks: Sequence[list[int]] | None = None
+    ) -> _Rows:
         """Right-padded rows; each is (ids, n) where the last n ids are scored (the response)."""
         width = max(len(ids) for ids, _ in rows)
         ids = torch.full((len(rows), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
         attention = torch.zeros(len(rows), width, dtype=torch.long)
+        block_ids = torch.zeros(len(rows), width, dtype=torch.long)
         where_rows: list[int] = []
         where_pos: list[int] = []
         targets: list[int] = []
         for i, (seq, n_scored) in enumerate(rows):
             ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             attention[i, : len(seq)] = 1
+            if blocks is not None:
+                block_ids[i, : len(seq)] = torch.tensor(blocks[i], dtype=torch.long)
             # Token at position p is predicted by the hidden state at p - 1.
             for p in range(len(seq) - n_scored, len(seq)):
                 where_rows.append(i)
@@ -184,6 +216,7 @@ class CausalGenerator:
         return _Rows(
             ids.to(dev),
             attention.to(dev),
+            block_ids.to(dev),
             torch.tensor(where_rows, dtype=torch.long, device=dev),
             torch.tensor(where_pos, dtype=torch.long, device=dev),
             torch.tensor(targets, dtype=torch.long, device=dev),
@@ -202,18 +235,26 @@ class CausalGenerator:
     def _decoder(self) -> Any:
         return self._hf.get_decoder()
 
+    def _mask(self, allowed: Tensor) -> Tensor:
+        return as_model_mask(allowed, self._hf.config._attn_implementation, self._hf.dtype)
+
+    def _joint_rows(self, turns: Sequence[_Turn]) -> _Rows:
+        seqs = [self.sequence(t) for t in turns]
+        return self._rows(
+            [(ids, len(t.response)) for (ids, _), t in zip(seqs, turns, strict=True)], [b for _, b in seqs]
+        )
+
+    def _joint_forward(self, rows: _Rows, use_cache: bool) -> Any:
+        """The full sequences through the decoder; in the parallel layout, records hidden from each other."""
+        mask = self._mask(block_mask(rows.attention, rows.blocks)) if self.parallel else rows.attention
+        return self._decoder()(input_ids=rows.ids, attention_mask=mask, use_cache=use_cache)
+
     def joint_logprobs(self, batch: Sequence[GeneratorInput], responses: Sequence[str]) -> Tensor:
-        """log p(r|c,E) [B] from one plain forward over the full sequences (the NLL-only step)."""
+        """log p(r|c,E) [B] from one forward over the full sequences (the NLL-only step)."""
         if len(batch) != len(responses):
             raise ValueError(f"{len(batch)} turns but {len(responses)} responses")
-        rows = self._rows(
-            [
-                ([*self.prompt(item), *(t := self.turn(item, r)).response], len(t.response))
-                for item, r in zip(batch, responses, strict=True)
-            ]
-        )
-        hidden = self._decoder()(input_ids=rows.ids, attention_mask=rows.attention, use_cache=False)
-        return self._score(hidden.last_hidden_state, rows)
+        rows = self._joint_rows([self.turn(item, r) for item, r in zip(batch, responses, strict=True)])
+        return self._score(self._joint_forward(rows, use_cache=False).last_hidden_state, rows)
 
     def _continue(self, prefix: _Rows, kv: list[tuple[Tensor, Tensor]], which: Tensor, rows: _Rows) -> Tensor:
         """Score ``rows`` as continuations of the prefixes ``which`` [N] (one prefix row per row)."""
@@ -244,6 +285,8 @@ class CausalGenerator:
         if not batch:
             raise ValueError("empty batch")
         turns = [self.turn(item, r) for item, r in zip(batch, responses, strict=True)]
+        if self.parallel:
+            return self._parallel_likelihoods(turns, with_no_entity)
         k = max(max(len(t.records), 1) for t in turns)
         prefix = self._rows([(t.prefix, 0) for t in turns])
         out = self._decoder()(input_ids=prefix.ids, attention_mask=prefix.attention, use_cache=True)
@@ -263,43 +306,114 @@ class CausalGenerator:
         )
         joint = self._continue(prefix, kv, torch.arange(len(turns), device=self.device), joint_rows)
 
+        record_mask, owners, rows = self._single_rows(turns, k, with_no_entity, with_records=True)
+        logps = None
+        if rows:
+            logps = self._continue(prefix, kv, torch.tensor(owners, device=self.device), self._rows(rows))
+        return self._likelihoods(turns, joint, logps, record_mask, with_no_entity)
+
+    def _single_rows(
+        self, turns: Sequence[_Turn], k: int, with_no_entity: bool, with_records: bool
+    ) -> tuple[Tensor, list[int], list[tuple[list[int], int]]]:
+        """The one-record rows after a turn's prefix: record slots [B, K], each row's turn and (ids, n).
+
+        Rows are record + tail + response (``with_records``; the parallel layout reuses the records'
+        keys and values and sends tail + response only), then one "(none)" row per turn for the ctr loss.
+        """
         record_mask = torch.zeros(len(turns), k, dtype=torch.bool)
         owners: list[int] = []
-        single_seqs: list[tuple[list[int], int]] = []
+        rows: list[tuple[list[int], int]] = []
         for b, tr in enumerate(turns):
             for i, rec in enumerate(tr.records):
                 record_mask[b, i] = True
                 owners.append(b)
-                single_seqs.append(([*rec, *self._tail, *tr.response], len(tr.response)))
+                rows.append(([*(rec if with_records else []), *self._tail, *tr.response], len(tr.response)))
         if with_no_entity:
             for b, tr in enumerate(turns):
                 owners.append(b)
-                single_seqs.append(([*self._none, *self._tail, *tr.response], len(tr.response)))
+                rows.append(([*self._none, *self._tail, *tr.response], len(tr.response)))
+        return record_mask, owners, rows
+
+    def _likelihoods(
+        self,
+        turns: Sequence[_Turn],
+        joint: Tensor,
+        logps: Tensor | None,
+        record_mask: Tensor,
+        with_no_entity: bool,
+    ) -> Likelihoods:
+        """Pack the one-record log-likelihoods (records first, then no-record rows) into Likelihoods."""
+        k = record_mask.shape[1]
         single = joint.new_zeros(len(turns) * k)
         no_entity = None
-        if single_seqs:
-            logps = self._continue(
-                prefix, kv, torch.tensor(owners, device=self.device), self._rows(single_seqs)
-            )
+        if logps is not None:
             slots = record_mask.view(-1).nonzero(as_tuple=True)[0].to(self.device)
             single = single.index_copy(0, slots, logps[: slots.numel()])
             no_entity = logps[slots.numel() :] if with_no_entity else None
         lengths = torch.tensor([len(t.response) for t in turns], device=self.device)
         return Likelihoods(joint, single.view(len(turns), k), lengths, record_mask.to(self.device), no_entity)
 
+    def _parallel_likelihoods(self, turns: Sequence[_Turn], with_no_entity: bool) -> Likelihoods:
+        """The parallel layout: ONE pass over the joint rows, then the one-record rows (tail + response)
+        reading the cached prefix and record i only, at the positions they have in the joint row."""
+        k = max(max(len(t.records), 1) for t in turns)
+        joint_rows = self._joint_rows(turns)
+        out = self._joint_forward(joint_rows, use_cache=True)
+        joint = self._score(out.last_hidden_state, joint_rows)
+        record_mask, owners, rows = self._single_rows(turns, k, with_no_entity, with_records=False)
+        if not rows:
+            return self._likelihoods(turns, joint, None, record_mask, with_no_entity)
+        which = torch.tensor(owners, device=self.device)
+        # Row r reads record i of its turn (or, for a no-record row, the prefix alone).
+        records = [i + 1 for b, tr in enumerate(turns) for i in range(len(tr.records))]
+        prefix_len = [len(tr.prefix) for tr in turns]
+        tail_at = [len(tr.prefix) + sum(len(r) for r in tr.records) for tr in turns]
+        records += [-1] * (len(rows) - len(records))
+        ends = [tail_at[b] if rec > 0 else prefix_len[b] for b, rec in zip(owners, records, strict=True)]
+        single_rows = self._rows(rows)
+        visible = only_record(
+            joint_rows.blocks[which],
+            joint_rows.attention[which],
+            torch.tensor(records, device=self.device),
+            torch.tensor(ends, device=self.device),
+        )
+        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        cache = DynamicCache(ddp_cache_data=[(key[which], v[which]) for key, v in kv], config=self._hf.config)
+        start = torch.tensor(ends, device=self.device).unsqueeze(1)
+        positions = start + torch.arange(single_rows.ids.shape[1], device=self.device).unsqueeze(0)
+        hidden = self._decoder()(
+            input_ids=single_rows.ids,
+            attention_mask=self._mask(continuation_mask(visible, single_rows.attention)),
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+        return self._likelihoods(turns, joint, self._score(hidden, single_rows), record_mask, with_no_entity)
+
     # ------------------------------------------------------------------------------------- generation
 
     @torch.no_grad()
     def generate(self, batch: Sequence[GeneratorInput]) -> list[str]:
         """Greedy (``num_beams`` = 1) or beam search over left-padded prompts."""
-        prompts = [self.prompt(item) for item in batch]
-        width = max(len(p) for p in prompts)
+        seqs = [self.sequence(self.turn(item)) for item in batch]
+        prompts = [(ids[:-1], blocks[:-1]) for ids, blocks in seqs]  # without the empty response's eos
+        width = max(len(ids) for ids, _ in prompts)
         pad = int(self.tokenizer.pad_token_id)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p, _ in prompts], device=self.device)
+        attention = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p, _ in prompts], device=self.device
+        )
+        blocks = torch.tensor([[0] * (width - len(p)) + b for p, b in prompts], device=self.device)
         was_training = self.model.training
         self.model.eval()
         try:
+            extra: dict[str, Any] = {}
+            if self.parallel:
+                cache = self._prefill(ids, attention, blocks)
+                # generate expands input_ids and the mask for beam search but not a cache passed in.
+                if self.cfg.num_beams > 1:
+                    cache.batch_repeat_interleave(self.cfg.num_beams)
+                extra["past_key_values"] = cache
             out = self._hf.generate(
                 input_ids=ids,
                 attention_mask=attention,
@@ -308,11 +422,25 @@ class CausalGenerator:
                 do_sample=False,
                 eos_token_id=self._eos,
                 pad_token_id=pad,
+                **extra,
             )
         finally:
             self.model.train(was_training)
         texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         return [t.strip() for t in texts]
+
+    def _prefill(self, ids: Tensor, attention: Tensor, blocks: Tensor) -> Any:
+        """The key/value cache of all prompt tokens but the last, computed with the parallel layout's
+        mask; ``generate`` then runs the last prompt token (which sees every record) and decodes on."""
+        head = attention[:, :-1]
+        positions = (head.cumsum(-1) - 1).clamp(min=0)
+        out = self._decoder()(
+            input_ids=ids[:, :-1],
+            attention_mask=self._mask(block_mask(head, blocks[:, :-1])),
+            position_ids=positions,
+            use_cache=True,
+        )
+        return out.past_key_values
 
     # ------------------------------------------------------------------------------------------ saving
 

@@ -178,3 +178,89 @@ def test_smollm2_offline_default_loads_and_generates() -> None:
     context = "user: what is the phone number of golden house ?"
     reply = gen.generate([GeneratorInput(context, tag_hits([Hit(record, 1.0, 1)], context))])[0]
     assert reply and "<|im_end|>" not in reply
+
+
+# ------------------------------------------------------------------------ the parallel record layout
+
+
+def _reference_single(gen: CausalGenerator, item: GeneratorInput, response: str, record: int) -> torch.Tensor:
+    """log p(response | prefix, record i) by one plain forward over the joint row with a mask that hides
+    the other records from everything, and record i from nothing (positions as in the joint row)."""
+    from mktod.generators.record_attention import block_mask
+
+    turn = gen.turn(item, response)
+    ids, blocks = gen.sequence(turn)
+    tail_at = len(turn.prefix) + sum(len(r) for r in turn.records)
+    row = torch.tensor([ids])
+    block = torch.tensor([blocks])
+    allowed = block_mask(torch.ones_like(row), block).clone()
+    hidden_records = (block != 0) & (block != record)
+    allowed[:, :, tail_at:, :] &= ~hidden_records[:, None, None, :]
+    out = gen.model.model(input_ids=row, attention_mask=allowed)  # type: ignore[operator,union-attr]
+    logits = gen.model.lm_head(out.last_hidden_state)  # type: ignore[operator,union-attr]
+    logp = torch.log_softmax(logits[0, :-1].float(), -1)
+    n = len(turn.response)
+    targets = row[0, 1:]
+    return logp[-n:].gather(-1, targets[-n:, None]).sum()
+
+
+@pytest.mark.parametrize("mode", ["prefix", "prompt"])
+def test_parallel_layout_singles_reuse_the_joint_pass(mode: str) -> None:
+    gen = make(mode, record_attention="parallel")  # type: ignore[arg-type]
+    items = batch()
+    lik = gen.joint_and_single_logprobs(items, RESPONSES, with_no_entity=True)
+    assert torch.allclose(lik.joint, gen.joint_logprobs(items, RESPONSES), atol=1e-4)
+    for b, item in enumerate(items):
+        for i in range(len(item.records)):
+            expected = _reference_single(gen, item, RESPONSES[b], i + 1)
+            assert torch.allclose(lik.single[b, i], expected, atol=1e-4)
+    bare = gen.joint_logprobs([GeneratorInput(x.context, ()) for x in items], RESPONSES)
+    assert lik.no_entity is not None and torch.allclose(lik.no_entity, bare, atol=1e-4)
+
+
+def test_parallel_layout_equals_causal_with_one_record_and_differs_with_more() -> None:
+    causal, parallel = make(), make(record_attention="parallel")  # type: ignore[arg-type]
+    parallel.model.load_state_dict(causal.model.state_dict())
+    one = [GeneratorInput(x.context, x.records[:1]) for x in batch()]
+    assert torch.allclose(
+        causal.joint_logprobs(one, RESPONSES), parallel.joint_logprobs(one, RESPONSES), atol=1e-4
+    )
+    many = batch()[:1]
+    assert not torch.allclose(
+        causal.joint_logprobs(many, RESPONSES[:1]), parallel.joint_logprobs(many, RESPONSES[:1])
+    )
+
+
+def _reference_greedy(gen: CausalGenerator, item: GeneratorInput, steps: int) -> list[int]:
+    """Greedy decoding by full forwards with the parallel mask over the growing sequence."""
+    from mktod.generators.record_attention import block_mask
+
+    ids, blocks = gen.sequence(gen.turn(item))
+    ids, blocks = ids[:-1], blocks[:-1]
+    new: list[int] = []
+    for _ in range(steps):
+        row = torch.tensor([ids + new])
+        block = torch.tensor([blocks + [0] * len(new)])
+        out = gen.model(input_ids=row, attention_mask=block_mask(torch.ones_like(row), block))
+        token = int(out.logits[0, -1].argmax())
+        new.append(token)
+        if token == gen.tokenizer.eos_token_id:
+            break
+    return new
+
+
+def test_parallel_layout_generation_matches_a_reference_decoder() -> None:
+    gen = make(max_target_tokens=5, record_attention="parallel")  # type: ignore[arg-type]
+    items = batch()
+    texts = gen.generate(items)
+    for item, text in zip(items, texts, strict=True):
+        expected = gen.tokenizer.decode(_reference_greedy(gen, item, 5), skip_special_tokens=True).strip()
+        assert text == expected
+    beams = make(max_target_tokens=5, record_attention="parallel", num_beams=2)  # type: ignore[arg-type]
+    beams.model.load_state_dict(gen.model.state_dict())
+    assert beams.generate(items) == [beams.generate([x])[0] for x in items]
+
+
+def test_unknown_record_attention_is_rejected() -> None:
+    with pytest.raises(ValueError, match="record_attention"):
+        make(record_attention="sideways")  # type: ignore[arg-type]
