@@ -158,7 +158,11 @@ def dump_config(cfg: Any, path: Path, extra: Mapping[str, Any] | None = None) ->
 
 
 def check_same_config(cfg: Any, saved_path: Path) -> None:
-    """Resuming under a different config would silently mix two runs; refuse and name the keys."""
+    """Resuming under a different config would silently mix two runs; refuse and name the keys.
+
+    The saved config is read back through the same dataclass, so a setting added to mktod after the
+    run started compares as its default, not as a difference.
+    """
 
     def flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -169,9 +173,7 @@ def check_same_config(cfg: Any, saved_path: Path) -> None:
                 out[f"{prefix}{key}"] = value
         return out
 
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    saved.pop("_provenance", None)
-    old, new = flat(saved), flat(config_to_dict(cfg))
+    old, new = flat(config_to_dict(load_config(type(cfg), saved_path))), flat(config_to_dict(cfg))
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         raise ConfigError(

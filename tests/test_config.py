@@ -69,3 +69,29 @@ def test_dump_round_trip_with_provenance(tmp_path: Path) -> None:
     dump_config(cfg, out, extra={"command": "mktod train", "data_version": "abc"})
     assert "_provenance" in out.read_text()
     assert load_config(Outer, out) == cfg
+
+
+@dataclass(frozen=True)
+class Before:
+    a: int = 1
+    added_later: str = "default"
+
+
+@dataclass(frozen=True)
+class Later:
+    inner: Before = field(default_factory=Before)
+    lr: float = 0.1
+
+
+def test_resume_check_treats_a_setting_added_later_as_its_default(tmp_path: Path) -> None:
+    """A run saved before a setting existed resumes under a config that leaves it at its default."""
+    from mktod.config import check_same_config
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text("inner:\n  a: 2\nlr: 0.1\n_provenance:\n  command: x\n")
+    check_same_config(load_config(Later, None, ["inner.a=2"]), saved)
+    with pytest.raises(ConfigError, match=r"inner\.added_later"):
+        check_same_config(load_config(Later, None, ["inner.a=2", "inner.added_later=other"]), saved)
+    dump_config(Later(), saved)
+    with pytest.raises(ConfigError, match="in inner.a, lr"):
+        check_same_config(Later(Before(a=3), lr=0.2), saved)
