@@ -93,5 +93,5 @@ def test_resume_check_treats_a_setting_added_later_as_its_default(tmp_path: Path
     with pytest.raises(ConfigError, match=r"inner\.added_later"):
         check_same_config(load_config(Later, None, ["inner.a=2", "inner.added_later=other"]), saved)
     dump_config(Later(), saved)
-    with pytest.raises(ConfigError, match="in inner.a, lr"):
+    with pytest.raises(ConfigError, match=r"in inner\.a, lr"):
         check_same_config(Later(Before(a=3), lr=0.2), saved)
