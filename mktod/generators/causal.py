@@ -133,8 +133,12 @@ class CausalGenerator:
         """Load ``cfg.model`` (hub name, folder, folder with a GGUF file, or ``smollm2``), then
         ``cfg.adapter`` (a saved LoRA adapter) or a fresh LoRA of rank ``cfg.lora.r`` when r > 0."""
         folder, gguf = resolve_causal_model(cfg.model, cfg.gguf_file)
-        source = Path(cfg.adapter) if cfg.adapter else folder
-        tokenizer = AutoTokenizer.from_pretrained(source if cfg.adapter else folder, gguf_file=gguf)
+        # An adapter folder holds the tokenizer it was trained with (meta tokens included).
+        tokenizer = (
+            AutoTokenizer.from_pretrained(cfg.adapter)
+            if cfg.adapter
+            else AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+        )
         model: Any = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
         if meta_mode == "prefix":
             # The adapter was trained with the meta tokens in the vocabulary: add them before loading it.
