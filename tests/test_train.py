@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from train_helpers import make_models, tiny_config, write_data
+from train_helpers import crash_after_step, make_models, tiny_config, write_data
 
 import mktod.train as train_module
 from mktod.checkpoint import is_complete, load_pipeline, load_spec
@@ -122,14 +122,7 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(
 
     save = train_module.save_checkpoint
 
-    def crash_after_step_2(directory: Path, *args: Any, **kwargs: Any) -> Path:
-        path = save(directory, *args, **kwargs)
-        state = kwargs.get("state") if "state" in kwargs else (args[4] if len(args) > 4 else None)
-        if state is not None and state["step"] == 2:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_step_2)
+    monkeypatch.setattr(train_module, "save_checkpoint", crash_after_step(2, save))
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(root, "cut", *overrides), paths)
     monkeypatch.setattr(train_module, "save_checkpoint", save)

@@ -7,7 +7,9 @@ retriever and a T5 with d_model = 32 whose unigram tokenizer is trained on the s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from retriever_helpers import CAMREST_SAMPLE, save_tiny_model, write_camrest_sample
@@ -95,3 +97,17 @@ def tiny_config(root: Path, out: str, *overrides: str) -> TrainConfig:
         "optim.log_every=1",
     ]
     return load_config(TrainConfig, None, [*base, *overrides])
+
+
+def crash_after_step(step: int, save: Callable[..., Path]) -> Callable[..., Path]:
+    """A save_checkpoint that saves, then stops the run (KeyboardInterrupt) once ``last/`` holds ``step``:
+    an interrupted run for the resume tests."""
+
+    def crash(directory: Path, *args: Any, **kwargs: Any) -> Path:
+        path = save(directory, *args, **kwargs)
+        state = kwargs.get("state") if "state" in kwargs else (args[4] if len(args) > 4 else None)
+        if state is not None and state["step"] == step:
+            raise KeyboardInterrupt
+        return path
+
+    return crash

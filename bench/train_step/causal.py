@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import torch
+from harness import add_step_arguments, summary, timed_steps
 from run import make_batch, synthetic_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -57,19 +54,8 @@ def naive_single_logprobs(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", choices=sorted(SIZES), default="mini")
-    ap.add_argument("--batch", type=int, default=2, help="turns per step")
-    ap.add_argument("--k", type=int, default=7, help="records per turn")
-    ap.add_argument("--context-tokens", type=int, default=150)
-    ap.add_argument("--record-tokens", type=int, default=50)
-    ap.add_argument("--target-tokens", type=int, default=32)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    ap.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "train_step"
-    )
+    add_step_arguments(ap, reps=5)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,21 +83,8 @@ def main() -> None:
     batch, responses = make_batch(args)
     scores = torch.nn.Parameter(torch.randn(args.batch, args.k, device=device))
     params = [*g.model.parameters(), scores]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
     prompt_tokens = len(g.prompt(batch[0]))
     prefix_tokens = len(g.turn(batch[0]).prefix)
-
-    def step(loss_fn: Callable[[], torch.Tensor]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
 
     def nll() -> torch.Tensor:
         return nll_loss(g.joint_logprobs(batch, responses))
@@ -138,15 +111,7 @@ def main() -> None:
         "nll_parallel": nll_parallel,
         "mml_parallel": mml_parallel,
     }
-    times: dict[str, list[float]] = {name: [] for name in kinds}
-    for rep in range(args.warmup + args.reps):
-        for name, fn in kinds.items():
-            seconds = step(fn)
-            if rep >= args.warmup:
-                times[name].append(seconds)
-        print(f"rep {rep + 1}: " + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items() if t), flush=True)
-
-    median = {name: statistics.median(t) for name, t in times.items()}
+    times = timed_steps(kinds, params, device, args.reps, args.warmup)
     result = {
         "machine": {
             "cpu": cpu_model(),
@@ -171,15 +136,8 @@ def main() -> None:
             "reps": args.reps,
             "warmup": args.warmup,
         },
-        "median_s": median,
-        "min_s": {name: min(t) for name, t in times.items()},
-        "all_s": times,
         # Each step over the NLL-only step of its own record layout.
-        "ratio_to_nll": {name: median[name] / median[baseline(name)] for name in kinds},
-        "paired_ratio_median": {
-            name: statistics.median(t / n for t, n in zip(times[name], times[baseline(name)], strict=True))
-            for name in kinds
-        },
+        **summary(times, baseline),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"causal_{device.type}_{args.size}"

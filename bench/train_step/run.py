@@ -22,12 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from harness import add_step_arguments, summary, timed_steps
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
@@ -93,21 +90,8 @@ def naive_single_logprobs(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", choices=sorted(SIZES), default=DEFAULT_SIZE)
-    ap.add_argument("--batch", type=int, default=2, help="turns per step")
-    ap.add_argument("--k", type=int, default=7, help="records per turn")
-    ap.add_argument("--context-tokens", type=int, default=150)
-    ap.add_argument("--record-tokens", type=int, default=50)
-    ap.add_argument("--target-tokens", type=int, default=32)
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--warmup", type=int, default=1)
-    # One thread by default: on a shared small CPU, a multi-threaded op waits for its slowest thread and
-    # step times scatter; single-threaded steps are slower but comparable. 0 keeps torch's default.
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    ap.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "train_step"
-    )
+    add_step_arguments(ap, reps=7)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,19 +121,7 @@ def main() -> None:
     batch, responses = make_batch(args)
     ids, _, _, _ = g.passages(batch)
     scores = torch.nn.Parameter(torch.randn(args.batch, args.k, device=device))  # stands in for the retriever
-    opt = torch.optim.AdamW([*g.model.parameters(), scores], lr=1e-4, weight_decay=0.01)
-
-    def step(loss_fn: Callable[[], torch.Tensor]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
-        torch.nn.utils.clip_grad_norm_([*g.model.parameters(), scores], 1.0)
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+    params = [*g.model.parameters(), scores]
 
     def nll() -> torch.Tensor:
         return nll_loss(g.joint_logprobs(batch, responses))
@@ -163,19 +135,7 @@ def main() -> None:
         return nll_loss(joint) + mml_loss(scores, naive_single_logprobs(g, batch, responses))
 
     kinds = {"nll": nll, "mml_reuse": mml_reuse, "mml_naive": mml_naive}
-    times: dict[str, list[float]] = {name: [] for name in kinds}
-    for rep in range(args.warmup + args.reps):
-        for name, fn in kinds.items():
-            seconds = step(fn)
-            if rep >= args.warmup:
-                times[name].append(seconds)
-        print(
-            f"rep {rep + 1}/{args.warmup + args.reps}: "
-            + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items() if t),
-            flush=True,
-        )
-
-    median = {name: statistics.median(t) for name, t in times.items()}
+    times = timed_steps(kinds, params, device, args.reps, args.warmup)
     result = {
         "machine": {
             "platform": platform.platform(),
@@ -199,15 +159,7 @@ def main() -> None:
             "reps": args.reps,
             "warmup": args.warmup,
         },
-        "median_s": median,
-        "min_s": {name: min(t) for name, t in times.items()},
-        "all_s": times,
-        "ratio_to_nll": {name: median[name] / median["nll"] for name in kinds},
-        # Per-repetition ratios pair steps run seconds apart, so slow drifts in machine load cancel.
-        "paired_ratio_median": {
-            name: statistics.median(t / n for t, n in zip(times[name], times["nll"], strict=True))
-            for name in kinds
-        },
+        **summary(times, lambda _: "nll"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     # train_step.json is the default CPU run; other devices and sizes get their own files beside it.
