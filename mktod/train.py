@@ -53,6 +53,7 @@ from mktod.meta import MetaConfig
 from mktod.metrics import EntityVocab
 from mktod.pipeline import KBSetting, Pipeline, PipelineConfig
 from mktod.retriever import Retriever, build_retriever
+from mktod.runlog import keep_until
 from mktod.train_data import build_examples, data_fingerprint, donor_kbs, record_scores, retrieve_records
 from mktod.types import Split
 
@@ -303,6 +304,7 @@ def train(
     batches_per_epoch = math.ceil(len(examples) / opt.batch_size)
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=opt.precision == "bf16")
     log_path = out / "log.jsonl"
+    keep_until(log_path, start_step)
     index_step: int | None = None
     last: dict[str, float] = {}
     generator.model.train()

@@ -39,6 +39,7 @@ from mktod.kb import linearise, value_text
 from mktod.losses import in_batch_contrastive
 from mktod.retriever import Retriever, value_counts
 from mktod.retriever_config import RetrieverTrainConfig, WarmupConfig
+from mktod.runlog import keep_until
 from mktod.types import KB, Record, Split
 
 # Attributes that describe a dialogue's search rather than the entity (MWOZ `choice`, `ref`); they
@@ -202,6 +203,7 @@ def run_warmup(
     start_step = step
     log_path = stage_dir / "log.jsonl"
     stage_dir.mkdir(parents=True, exist_ok=True)
+    keep_until(log_path, start_step)
     encoder.train()
     loss_value = math.nan
     bar = tqdm(total=total, initial=step, desc="warm-up", unit="step")

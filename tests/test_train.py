@@ -129,7 +129,12 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(
 
     with pytest.raises(ConfigError, match=r"differs .* optim\.lr"):
         train(tiny_config(root, "cut", *overrides, "optim.lr=0.01"), paths, resume=True)
+    # A run killed after logging a step it never checkpointed: the resumed run logs that step anew.
+    with (root / "cut" / "log.jsonl").open("a") as fh:
+        fh.write('{"step": 3, "loss": -1.0}\n')
     resumed = train(tiny_config(root, "cut", *overrides), paths, resume=True)
+    assert [e["step"] for e in _log(root / "cut")] == [1, 2, 3, 4]
+    assert all(e["loss"] != -1.0 for e in _log(root / "cut"))
     assert resumed.start_step == 2 and resumed.steps == 4
     for key, value in full.losses.items():
         assert resumed.losses[key] == pytest.approx(value, abs=1e-5)
