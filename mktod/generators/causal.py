@@ -456,6 +456,9 @@ class CausalGenerator:
         SmolLM2-135M stays a few MB instead of the 113 MB embedding matrix.
         """
         if self.is_adapter:
+            # Name the base as configured ("smollm2", a hub id), not the local cache folder it loaded from.
+            for adapter_config in self._hf.peft_config.values():
+                adapter_config.base_model_name_or_path = self.cfg.model
             self._hf.save_pretrained(directory, save_embedding_layers=False)
         else:
             self._hf.save_pretrained(directory)
