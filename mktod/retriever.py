@@ -116,6 +116,8 @@ class Retriever:
         self.batch_size = batch_size
         self.index_spec = index_spec
         self._index: tuple[KB, VectorIndex] | None = None
+        # Record text -> its embedding, from the last build: what update_index reuses.
+        self._vectors: dict[str, npt.NDArray[np.float32]] = {}
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path | str) -> None:
@@ -138,11 +140,33 @@ class Retriever:
     # ------------------------------------------------------------------ retrieval
     def build_index(self, kb: KB) -> None:
         """Embed every record of `kb` once into a FAISS inner-product index."""
-        vectors = self.encoder.embed_records([linearise(r) for r in kb], self.batch_size)
+        self._build(kb, reuse=False)
+
+    def update_index(self, kb: KB) -> int:
+        """Index `kb` (an edited version of the last one), embedding only records whose text is new.
+
+        For a frozen encoder (the service): a KB edit costs one embedding per changed record, not a
+        pass over the whole KB. Training calls :meth:`build_index`, since its encoder moves. Returns
+        how many records were embedded.
+        """
+        return self._build(kb, reuse=True)
+
+    def _build(self, kb: KB, reuse: bool) -> int:
+        texts = [linearise(r) for r in kb]
+        known = self._vectors if reuse else {}
+        new = list(dict.fromkeys(t for t in texts if t not in known))
+        embedded = self.encoder.embed_records(new, self.batch_size) if new else None
+        vectors: dict[str, npt.NDArray[np.float32]] = {
+            t: known[t] for t in texts if t in known
+        }  # kept only for records still in the KB, so memory follows the KB's size
+        if embedded is not None:
+            vectors.update(zip(new, embedded, strict=True))
         index = VectorIndex(self.encoder.dim, self.index_spec)
-        # Positional ids: record ids need not be unique across a hand-made KB; positions are.
-        index.add([str(i) for i in range(len(kb))], vectors)
-        self._index = (kb, index)
+        if texts:
+            # Positional ids: record ids need not be unique across a hand-made KB; positions are.
+            index.add([str(i) for i in range(len(kb))], np.stack([vectors[t] for t in texts]))
+        self._index, self._vectors = (kb, index), vectors
+        return len(new)
 
     def retrieve(self, context: str, kb: KB, k: int) -> tuple[Hit, ...]:
         return self.retrieve_many([context], [kb], k)[0]

@@ -68,6 +68,18 @@ class _TimedRetriever:
     def build_index(self, kb: KB) -> None:
         self._inner.build_index(kb)
 
+    def update_index(self, kb: KB) -> None:
+        """Re-index after a KB edit: the dense retriever embeds only the changed records; retrievers
+        without an incremental path (BM25, frequency) rebuild, which costs them next to nothing."""
+        update = getattr(self._inner, "update_index", None)
+        if callable(update):
+            embedded = update(kb)
+            self._metrics.inc(
+                "mktod_index_records_embedded_total", "Records embedded by index updates", value=embedded
+            )
+        else:
+            self._inner.build_index(kb)
+
     def retrieve(self, context: str, kb: KB, k: int) -> tuple[Hit, ...]:
         return self.retrieve_many([context], [kb], k)[0]
 
@@ -147,7 +159,7 @@ class Engine:
         kb = KB(self.store.all_records(), name="service")
         retriever = getattr(self.pipeline, "retriever", None)
         if retriever is not None and len(kb):
-            retriever.build_index(kb)
+            retriever.update_index(kb)
         self._kb, self._version = kb, version
         self.metrics.inc("mktod_index_rebuilds_total", "Retriever index rebuilds after KB changes")
 

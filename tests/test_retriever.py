@@ -167,3 +167,41 @@ def test_evaluate_retriever_and_cli_on_sample(
     assert args.handler(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"recall@1", "recall@3", "recall@5", "recall@7", "pairs"} <= set(out)
+
+
+def test_update_index_embeds_only_changed_records_and_matches_a_rebuild(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service's path after a KB edit: one embedding per new or changed record."""
+    from mktod.types import Record
+
+    retriever = Retriever(tiny_encoder())
+    calls: list[int] = []
+    embed = retriever.encoder.embed_records
+
+    def counting(texts: list[str], batch_size: int = 64) -> np.ndarray:
+        calls.append(len(texts))
+        return embed(texts, batch_size)
+
+    monkeypatch.setattr(retriever.encoder, "embed_records", counting)
+    assert retriever.update_index(KB3) == 3 and calls == [3]  # nothing to reuse yet
+    first, *rest = KB3.records
+    edited = KB(
+        (
+            Record(first.id, {**first.fields, "area": "north"}, first.domain),
+            *rest,
+            Record("new", {"name": "x"}),
+        )
+    )
+    assert retriever.update_index(edited) == 2 and calls == [3, 2]  # the edited record and the new one
+    assert retriever.update_index(edited) == 0 and calls == [3, 2]
+    contexts = ["user: cheap italian food in the north", "user: x"]
+    incremental = retriever.retrieve_many(contexts, [edited, edited], k=4)
+    fresh = Retriever(retriever.encoder)
+    fresh.build_index(edited)
+    rebuilt = fresh.retrieve_many(contexts, [edited, edited], k=4)
+    for a, b in zip(incremental, rebuilt, strict=True):
+        assert [h.record.id for h in a] == [h.record.id for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+    retriever.build_index(edited)  # training's path: always re-embeds (the encoder may have moved)
+    assert calls[-1] == 4
