@@ -151,6 +151,28 @@ class Retriever:
         """
         return self._build(kb, reuse=True)
 
+    def saved_vectors(self) -> tuple[list[str], npt.NDArray[np.float32]]:
+        """The record texts of the last build and their embeddings [n, d], to persist."""
+        texts = list(self._vectors)
+        matrix = np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, self.encoder.dim))
+        return texts, matrix.astype(np.float32)
+
+    def adopt_vectors(self, texts: Sequence[str], vectors: npt.NDArray[np.float32], check: int = 2) -> bool:
+        """Take embeddings saved by an earlier process for :meth:`update_index` to reuse.
+
+        Only if they fit this encoder: re-embedding ``check`` of them must give the same vectors (a
+        different or retrained encoder, or a damaged file, is refused and the index is built afresh).
+        """
+        if len(texts) != len(vectors) or (len(texts) and vectors.shape[1] != self.encoder.dim):
+            return False
+        sample = list(texts[:check])
+        if sample:
+            fresh = self.encoder.embed_records(sample, self.batch_size)
+            if not np.allclose(fresh, vectors[: len(sample)], atol=1e-4):
+                return False
+        self._vectors = {**dict(zip(texts, vectors, strict=True)), **self._vectors}
+        return True
+
     def _build(self, kb: KB, reuse: bool) -> int:
         texts = [linearise(r) for r in kb]
         known = self._vectors if reuse else {}

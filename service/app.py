@@ -116,10 +116,14 @@ def create_app(settings: Settings, pipeline_factory: PipelineFactory | PipelineL
                 kb = KB(await run_in_threadpool(store.all_records), name="service")
                 pipeline = await run_in_threadpool(pipeline_factory, kb)
             engine = Engine(settings, store, pipeline, metrics)
-            # At startup too: a crash between a KB write and its index rebuild is repaired here.
+            # Embeddings saved by an earlier run spare re-embedding unchanged records; the index itself
+            # is always rebuilt from the database, so a crash between a KB write and its index
+            # update is repaired here.
+            await run_in_threadpool(engine.load_vectors)
             await run_in_threadpool(engine.sync_index)
             app.state.engine = engine
             yield
+            await run_in_threadpool(engine.save_vectors)
         finally:
             await run_in_threadpool(store.close)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -14,12 +17,17 @@ from starlette.concurrency import run_in_threadpool
 
 from mktod.generators.base import GeneratorInput
 from mktod.types import KB, Hit, Record, Reply, TaggedRecord, Utterance
+from service import vector_store
 from service.metrics import Metrics
 from service.schemas import KBRecord, RecordOut, RowError, Tags
 from service.settings import Settings
 from service.store import Store
 
 T = TypeVar("T")
+
+
+VECTOR_SAVE_INTERVAL_S = 30.0
+log = logging.getLogger("mktod.service")
 
 
 class PipelineLike(Protocol):
@@ -68,17 +76,18 @@ class _TimedRetriever:
     def build_index(self, kb: KB) -> None:
         self._inner.build_index(kb)
 
-    def update_index(self, kb: KB) -> None:
-        """Re-index after a KB edit: the dense retriever embeds only the changed records; retrievers
-        without an incremental path (BM25, frequency) rebuild, which costs them next to nothing."""
+    def update_index(self, kb: KB) -> int:
+        """Re-index after a KB edit: the dense retriever embeds only the changed records (returns how
+        many); retrievers without an incremental path (BM25, frequency) rebuild at next to no cost."""
         update = getattr(self._inner, "update_index", None)
-        if callable(update):
-            embedded = update(kb)
-            self._metrics.inc(
-                "mktod_index_records_embedded_total", "Records embedded by index updates", value=embedded
-            )
-        else:
+        if not callable(update):
             self._inner.build_index(kb)
+            return 0
+        embedded = int(update(kb))
+        self._metrics.inc(
+            "mktod_index_records_embedded_total", "Records embedded by index updates", value=embedded
+        )
+        return embedded
 
     def retrieve(self, context: str, kb: KB, k: int) -> tuple[Hit, ...]:
         return self.retrieve_many([context], [kb], k)[0]
@@ -134,6 +143,7 @@ class Engine:
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self.max_batch = max(1, settings.max_batch)
+        self._vectors_saved_at = -math.inf
         self._kb = KB((), name="service")
         self._version = -1
         for attr, wrapper in (("retriever", _TimedRetriever), ("generator", _TimedGenerator)):
@@ -144,6 +154,32 @@ class Engine:
     @property
     def kb_version(self) -> int:
         return self._version
+
+    @property
+    def vectors_dir(self) -> Path:
+        return self.settings.state_dir / "index"
+
+    def load_vectors(self) -> bool:
+        """Hand the retriever the record embeddings an earlier process saved (if they fit its encoder)."""
+        retriever = getattr(self.pipeline, "retriever", None)
+        adopt = getattr(retriever, "adopt_vectors", None)
+        saved = vector_store.load(self.vectors_dir) if callable(adopt) else None
+        if saved is None or adopt is None:
+            return False
+        adopted = bool(adopt(*saved))
+        if not adopted:
+            log.warning("%s: saved embeddings do not fit this encoder; re-embedding", self.vectors_dir)
+        return adopted
+
+    def save_vectors(self, every_s: float = 0.0) -> None:
+        """Persist the retriever's record embeddings, at most once per ``every_s`` seconds."""
+        retriever = getattr(self.pipeline, "retriever", None)
+        saved_vectors = getattr(retriever, "saved_vectors", None)
+        if not callable(saved_vectors) or time.monotonic() - self._vectors_saved_at < every_s:
+            return
+        texts, vectors = saved_vectors()
+        vector_store.save(self.vectors_dir, texts, vectors)
+        self._vectors_saved_at = time.monotonic()
 
     def sync_index(self) -> None:
         """Rebuild the retriever's index from the database if the KB changed since the last build."""
@@ -158,8 +194,10 @@ class Engine:
         # version we note, so the next call rebuilds once more (harmless), never the other way round.
         kb = KB(self.store.all_records(), name="service")
         retriever = getattr(self.pipeline, "retriever", None)
-        if retriever is not None and len(kb):
-            retriever.update_index(kb)
+        if retriever is not None and len(kb) and retriever.update_index(kb):
+            # New embeddings: persist them now and then (and at shutdown), so that a restart, even
+            # after a crash, re-embeds only the records edited since the last save.
+            self.save_vectors(every_s=VECTOR_SAVE_INTERVAL_S)
         self._kb, self._version = kb, version
         self.metrics.inc("mktod_index_rebuilds_total", "Retriever index rebuilds after KB changes")
 
