@@ -297,17 +297,8 @@ class CausalGenerator:
         cache = out.past_key_values
         kv = [(layer.keys, layer.values) for layer in cache.layers]
 
-        joint_rows = self._rows(
-            [
-                (
-                    [*(t for ids in tr.records for t in ids), *self._tail, *tr.response]
-                    if tr.records
-                    else [*self._none, *self._tail, *tr.response],
-                    len(tr.response),
-                )
-                for tr in turns
-            ]
-        )
+        # The joint row after the prefix: all records (or "(none)"), tail, response.
+        joint_rows = self._rows([(self.sequence(tr)[0][len(tr.prefix) :], len(tr.response)) for tr in turns])
         joint = self._continue(prefix, kv, torch.arange(len(turns), device=self.device), joint_rows)
 
         record_mask, owners, rows = self._single_rows(turns, k, with_no_entity, with_records=True)
