@@ -26,7 +26,7 @@ import json
 from dataclasses import replace
 
 import torch
-from harness import add_step_arguments, summary, timed_steps
+from harness import add_step_arguments, ratio_table, summary, timed_steps
 from run import make_batch, synthetic_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -165,8 +165,6 @@ def markdown(r: dict) -> str:  # type: ignore[type-arg]
         "",
         "Ratios are to the NLL-only step of the same record layout.",
         "",
-        "| step | median (s) | ratio of medians | median of paired ratios | ratio of minimums |",
-        "|---|---:|---:|---:|---:|",
     ]
     labels = {
         "nll": "NLL only",
@@ -175,12 +173,7 @@ def markdown(r: dict) -> str:  # type: ignore[type-arg]
         "nll_parallel": "parallel layout: NLL only",
         "mml_parallel": "parallel layout: NLL + MML, records' keys/values reused (mktod)",
     }
-    for name, label in labels.items():
-        lines.append(
-            f"| {label} | {r['median_s'][name]:.3f} | {r['ratio_to_nll'][name]:.2f} "
-            f"| {r['paired_ratio_median'][name]:.2f} "
-            f"| {r['min_s'][name] / r['min_s'][baseline(name)]:.2f} |"
-        )
+    lines += ratio_table(r, labels, baseline)
     return "\n".join(lines) + "\n"
 
 

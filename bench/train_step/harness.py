@@ -84,3 +84,18 @@ def summary(times: Mapping[str, list[float]], baseline: Callable[[str], str]) ->
             for name in times
         },
     }
+
+
+def ratio_table(r: Mapping[str, Any], labels: Mapping[str, str], baseline: Callable[[str], str]) -> list[str]:
+    """The markdown table of a :func:`summary`: one row per kind in ``labels``, ratios to its baseline."""
+    lines = [
+        "| step | median (s) | ratio of medians | median of paired ratios | ratio of minimums |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, label in labels.items():
+        lines.append(
+            f"| {label} | {r['median_s'][name]:.3f} | {r['ratio_to_nll'][name]:.2f} "
+            f"| {r['paired_ratio_median'][name]:.2f} "
+            f"| {r['min_s'][name] / r['min_s'][baseline(name)]:.2f} |"
+        )
+    return lines

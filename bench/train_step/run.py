@@ -24,7 +24,7 @@ import json
 import platform
 
 import torch
-from harness import add_step_arguments, summary, timed_steps
+from harness import add_step_arguments, ratio_table, summary, timed_steps
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
@@ -184,20 +184,13 @@ def markdown(r: dict) -> str:  # type: ignore[type-arg]
         f"targets of {s['target_tokens']} tokens. Step = forward + backward + clip + AdamW. "
         f"Median of {s['reps']} interleaved repetitions after {s['warmup']} warm-up.",
         "",
-        "| step | median (s) | ratio of medians | median of paired ratios | ratio of minimums |",
-        "|---|---:|---:|---:|---:|",
     ]
     labels = {
         "nll": "NLL only",
         "mml_reuse": "NLL + MML, encoder output reused (mktod)",
         "mml_naive": "NLL + MML, K separate full forwards (naive)",
     }
-    for name, label in labels.items():
-        lines.append(
-            f"| {label} | {r['median_s'][name]:.3f} | {r['ratio_to_nll'][name]:.2f} "
-            f"| {r['paired_ratio_median'][name]:.2f} "
-            f"| {r['min_s'][name] / r['min_s']['nll']:.2f} |"
-        )
+    lines += ratio_table(r, labels, lambda _: "nll")
     return "\n".join(lines) + "\n"
 
 
