@@ -56,7 +56,9 @@ def cmd_evaluate_retriever(args: argparse.Namespace) -> int:
 def add_retriever_commands(subparsers: Any) -> None:
     """Register train-retriever and evaluate-retriever on the main parser's subparsers."""
     train = subparsers.add_parser(
-        "train-retriever", help="warm up a dense retriever by distant supervision (resumable)"
+        "train-retriever",
+        help="train a dense retriever: distant-supervision warm-up, then optionally MML against a "
+        "trained generator (resumable)",
     )
     add_path_options(train)
     add_training_options(train, "configs/retriever-mwoz.yaml", "warmup.lr=5e-5")

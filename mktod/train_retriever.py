@@ -1,4 +1,6 @@
-"""Retriever training: the distant-supervision warm-up of METHOD.md §2, resumable.
+"""Retriever training, resumable: the distant-supervision warm-up of METHOD.md §2, then optionally MML
+against a frozen trained generator (:mod:`mktod.retriever_mml`). Both stages run through one loop,
+:func:`run_stage`, and differ only in their batch loss.
 
 Pseudo-positive of a turn = the record of the dialogue's own KB whose attribute values occur most often
 in the context plus the gold response (turns where no record matches anything are skipped). In the
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -37,9 +40,11 @@ from mktod.errors import ConfigError
 from mktod.evaluate_retriever import RetrievalScores, large_kb, score_split
 from mktod.kb import linearise, value_text
 from mktod.losses import in_batch_contrastive
-from mktod.retriever import Retriever, value_counts
-from mktod.retriever_config import RetrieverTrainConfig, WarmupConfig
+from mktod.retriever import Retriever, build_retriever, value_counts
+from mktod.retriever_config import RetrieverTrainConfig, StageConfig, WarmupConfig
+from mktod.retriever_mml import BatchLoss, frozen_generator_mml
 from mktod.runlog import keep_until
+from mktod.train_data import build_examples
 from mktod.types import KB, Record, Split
 
 # Attributes that describe a dialogue's search rather than the entity (MWOZ `choice`, `ref`); they
@@ -151,6 +156,18 @@ def _save_checkpoint(stage_dir: Path, step: int, state: dict[str, Any], config_t
         shutil.rmtree(old)
 
 
+def initial_encoder(cfg: RetrieverTrainConfig, device: str) -> DenseEncoder:
+    """``cfg.init``'s encoder (a retriever checkpoint or run folder) when given, else ``cfg.encoder``."""
+    if cfg.init is None:
+        return DenseEncoder.from_pretrained(cfg.encoder, device)
+    retriever = build_retriever(cfg.init, device)
+    if not isinstance(retriever, Retriever):
+        raise ConfigError(
+            f"init {cfg.init!r}: not a dense retriever checkpoint (or a run folder holding one)"
+        )
+    return retriever.encoder
+
+
 def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
 
@@ -158,20 +175,29 @@ def _no_decay(name: str) -> bool:
 # ------------------------------------------------------------------------------------ the loop
 
 
-def run_warmup(
-    cfg: WarmupConfig,
+def run_stage(
+    name: str,
+    cfg: StageConfig,
     encoder: DenseEncoder,
-    examples: Sequence[WarmupExample],
+    n_examples: int,
+    batch_loss: BatchLoss,
     stage_dir: Path,
     *,
     config_text: str,
     resume: bool,
+    drop_last: bool = False,
     evaluate: Callable[[Retriever], RetrievalScores] | None = None,
 ) -> tuple[int, int, float, RetrievalScores | None]:
-    """Train `encoder` in place; returns (start step, last step, last loss, final dev scores)."""
-    steps_per_epoch = len(examples) // cfg.batch_size  # drop_last: a batch of one has no negative
+    """Train ``encoder`` in place on one stage's loss; returns (start step, last step, last loss, dev).
+
+    ``batch_loss(example indices, step)`` gives the loss of a batch and extra fields to log. Batches
+    are drawn from a permutation that depends only on (seed, epoch), so a run resumed from
+    ``stage_dir``'s latest checkpoint sees the same batches as an uninterrupted one.
+    """
+    full, rest = divmod(n_examples, cfg.batch_size)
+    steps_per_epoch = full if drop_last or rest == 0 else full + 1
     if steps_per_epoch == 0:
-        raise ConfigError(f"{len(examples)} training examples are fewer than one batch of {cfg.batch_size}")
+        raise ConfigError(f"{n_examples} training examples are fewer than one batch of {cfg.batch_size}")
     total = cfg.epochs * steps_per_epoch
     total = min(total, cfg.max_steps) if cfg.max_steps else total
     params = list(encoder.named_parameters())
@@ -199,28 +225,21 @@ def run_warmup(
         if torch.cuda.is_available() and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         random.setstate(state["rng_python"])
-        tqdm.write(f"resumed from {checkpoint} at step {step}/{total}", file=sys.stderr)
+        tqdm.write(f"{name}: resumed from {checkpoint} at step {step}/{total}", file=sys.stderr)
     start_step = step
     log_path = stage_dir / "log.jsonl"
     stage_dir.mkdir(parents=True, exist_ok=True)
     keep_until(log_path, start_step)
     encoder.train()
     loss_value = math.nan
-    bar = tqdm(total=total, initial=step, desc="warm-up", unit="step")
+    bar = tqdm(total=total, initial=step, desc=name, unit="step")
     started = time.monotonic()
     while step < total:
-        # The order of an epoch depends only on (seed, epoch), so a resumed run sees the same batches.
         epoch, position = divmod(step, steps_per_epoch)
-        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        batch = [examples[i] for i in order[position * cfg.batch_size : (position + 1) * cfg.batch_size]]
-        unique: dict[str, int] = {}
-        for ex in batch:
-            unique.setdefault(linearise(ex.positive), len(unique))
-        labels = torch.tensor([unique[linearise(ex.positive)] for ex in batch], device=encoder.device)
-
+        order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        indices = [int(i) for i in order[position * cfg.batch_size : (position + 1) * cfg.batch_size]]
         with torch.autocast(encoder.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-            ctx, rec = encoder([ex.context for ex in batch], list(unique))
-        loss = in_batch_contrastive(ctx.float(), rec.float(), cfg.temperature, labels)
+            loss, extra = batch_loss(indices, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.grad_clip)
@@ -243,7 +262,7 @@ def run_warmup(
                 "loss": loss_value,
                 "grad_norm": float(grad_norm),
                 "lr": scheduler.get_last_lr()[0],
-                "positives": len(unique),
+                **extra,
                 "elapsed_s": round(time.monotonic() - started, 1),
             }
             if dev is not None:
@@ -267,6 +286,25 @@ def run_warmup(
         with log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step, "final": True, "dev": final_dev.as_dict()}) + "\n")
     return start_step, step, loss_value, final_dev
+
+
+def contrastive_loss(
+    cfg: WarmupConfig, encoder: DenseEncoder, examples: Sequence[WarmupExample]
+) -> BatchLoss:
+    """The warm-up's batch loss: in-batch contrastive against the pseudo-positives."""
+
+    def loss(indices: Sequence[int], step: int) -> tuple[Tensor, dict[str, Any]]:
+        batch = [examples[i] for i in indices]
+        unique: dict[str, int] = {}
+        for ex in batch:
+            unique.setdefault(linearise(ex.positive), len(unique))
+        labels = torch.tensor([unique[linearise(ex.positive)] for ex in batch], device=encoder.device)
+        ctx, rec = encoder([ex.context for ex in batch], list(unique))
+        return in_batch_contrastive(ctx.float(), rec.float(), cfg.temperature, labels), {
+            "positives": len(unique)
+        }
+
+    return loss
 
 
 # ------------------------------------------------------------------------------------- entry point
@@ -294,8 +332,9 @@ def train_retriever(
     if cfg.data.limit_dialogues is not None:
         split = Split(split.dataset, split.split, split.dialogues[: cfg.data.limit_dialogues])
     examples, stats = warmup_examples(split, global_kb)
-    skipped = f"{stats.no_match} without a matching record, {stats.unmapped} unmapped"
-    tqdm.write(f"{stats.used} warm-up examples from {stats.turns} turns ({skipped})", file=sys.stderr)
+    if "warmup" in cfg.stages:
+        skipped = f"{stats.no_match} without a matching record, {stats.unmapped} unmapped"
+        tqdm.write(f"{stats.used} warm-up examples from {stats.turns} turns ({skipped})", file=sys.stderr)
 
     evaluate: Callable[[Retriever], RetrievalScores] | None = None
     if cfg.data.eval_split:
@@ -316,21 +355,31 @@ def train_retriever(
     dump_config(cfg, out / "config.yaml", provenance)
     config_text = (out / "config.yaml").read_text(encoding="utf-8")
 
-    encoder = DenseEncoder.from_pretrained(cfg.encoder, device)
+    encoder = initial_encoder(cfg, device)
     start_step = steps = 0
     last_loss = math.nan
     dev: RetrievalScores | None = None
     for stage in cfg.stages:
+        settings: StageConfig
         if stage == "warmup":
-            start_step, steps, last_loss, dev = run_warmup(
-                cfg.warmup,
-                encoder,
-                examples,
-                out / stage,
-                config_text=config_text,
-                resume=resume,
-                evaluate=evaluate,
-            )
+            settings, n = cfg.warmup, len(examples)
+            loss = contrastive_loss(cfg.warmup, encoder, examples)
+        else:
+            mml_examples = build_examples(split, global_kb)
+            settings, n = cfg.mml, len(mml_examples)
+            loss = frozen_generator_mml(cfg.mml, Retriever(encoder), mml_examples, global_kb, device)
+        start_step, steps, last_loss, dev = run_stage(
+            stage,
+            settings,
+            encoder,
+            n,
+            loss,
+            out / stage,
+            config_text=config_text,
+            resume=resume,
+            drop_last=stage == "warmup",  # a batch of one has no in-batch negative
+            evaluate=evaluate,
+        )
 
     final = out / "final"
     if final.exists():

@@ -148,3 +148,10 @@ def test_shipped_configs_load(name: str) -> None:
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(RetrieverTrainConfig, root / "configs" / f"retriever-{name}.yaml")
     assert cfg.data.dataset == name and cfg.warmup.temperature == 0.05 and cfg.stages == ("warmup",)
+
+
+def test_shipped_mml_stage_config_loads() -> None:
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(RetrieverTrainConfig, root / "configs" / "retriever-camrest-mml.yaml")
+    assert cfg.stages == ("mml",) and cfg.init == "runs/retriever-camrest" and cfg.mml.k == 7
+    assert cfg.mml.generator == "runs/camrest-condensed-prompt-cpu/best"
