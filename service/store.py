@@ -109,12 +109,25 @@ class RecordPage(NamedTuple):
     total: int
 
 
+# Ids the REST API (/v1/kb/records/{id}) could store but never address: "." and ".." are dot segments,
+# which HTTP clients and proxies remove from a path even when the id is percent-encoded (a "/" inside an
+# id is fine: encoded as %2F it stays one segment), and /v1/kb/records/search is the search endpoint.
+_UNADDRESSABLE_IDS = frozenset({".", "..", "search"})
+
+
 def _validated(record: Record, where: str) -> Record:
     # Reuse the KB file's validation so the DB never holds a record a KB file could not.
     try:
-        return record_from_json(record_to_json(record), where)
+        record = record_from_json(record_to_json(record), where)
     except ValueError as exc:
         raise InvalidRecord(str(exc)) from None
+    # Refused when written rather than stored and then unreachable.
+    if record.id in _UNADDRESSABLE_IDS:
+        raise InvalidRecord(
+            f"{where}: 'id' {record.id!r} cannot be addressed in a URL (/v1/kb/records/{{id}}); "
+            "choose another id"
+        )
+    return record
 
 
 def _row_to_record(row: sqlite3.Row) -> Record:

@@ -4,6 +4,7 @@ keys, and hostile KB strings that must round-trip byte for byte. Nothing bad may
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -185,6 +186,27 @@ def test_blank_ids_and_attribute_names_are_422_not_500(client: TestClient) -> No
         assert r.status_code == 422, (method, path, r.text)
         assert r.json()["error"]["code"] == "invalid_record" and what in r.json()["error"]["message"]
     _unchanged(client)
+
+
+@pytest.mark.parametrize("record_id", ["..", ".", "search"])
+def test_ids_a_url_cannot_address_are_refused_on_every_write(client: TestClient, record_id: str) -> None:
+    # Regression: "." and ".." were stored, then unreachable (clients remove dot segments even when
+    # percent-encoded), and "search" was shadowed by GET /v1/kb/records/search.
+    r = client.post("/v1/kb/records", json={"id": record_id, "fields": {"name": "x"}}, headers=KEY)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_record", r.text
+    assert repr(record_id) in r.json()["error"]["message"]
+    line = json.dumps({"id": record_id, "fields": {"name": "x"}})
+    r = client.post("/v1/kb/import", content=line, headers={**KEY, "content-type": "application/x-ndjson"})
+    assert r.status_code == 422, r.text
+    assert repr(record_id) in r.text
+    _unchanged(client)
+
+
+def test_ids_that_only_look_like_dot_segments_are_fine(client: TestClient) -> None:
+    for record_id in ("a.b", "...", "restaurant/.hidden", "search2", "search/x"):
+        r = client.post("/v1/kb/records", json={"id": record_id, "fields": {"name": "x"}}, headers=KEY)
+        assert r.status_code == 201, (record_id, r.text)
+        assert client.get(f"/v1/kb/records/{quote(record_id, safe='/')}").json()["id"] == record_id
 
 
 def test_offset_beyond_sqlite_integers_is_422_not_500(client: TestClient) -> None:
