@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     paths = offline_data_paths(args)  # before the imports below: the hub client reads it on import
 
     from mktod.config import load_config
-    from mktod.train import TrainConfig, result_dict, train
+    from mktod.distributed import Launch
+    from mktod.train import result_dict, train
+    from mktod.train_config import TrainConfig
 
     cfg = load_config(TrainConfig, Path(args.config), list(args.set or []))
+    # Several processes when started by torchrun or `accelerate launch` (WORLD_SIZE > 1): data parallel.
+    launch = Launch.from_env(os.environ)
     started = time.monotonic()
-    result = train(cfg, paths, device=args.device, resume=args.resume, command=command_line())
+    result = train(cfg, paths, device=args.device, resume=args.resume, command=command_line(), launch=launch)
+    if launch.rank != 0:  # one summary per run, not one per process
+        return 0
     out = result_dict(result)
     out["losses"] = {k: round(v, 4) for k, v in result.losses.items()}
     out["wall_s"] = round(time.monotonic() - started, 1)

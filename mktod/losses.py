@@ -58,10 +58,19 @@ def sequence_logprob(logits: Tensor, labels: Tensor, ignore_index: int = -100) -
 
 # ---------------------------------------------------------------------------- generator-side (NLL, MML, ctr)
 # Shapes: B turns, K retrieved records per turn.
+# ``turns`` (optional): what a mean over turns divides by instead of B. Data-parallel training passes the
+# whole micro-batch's count, so the shards' losses (and gradients) sum to the whole batch's mean.
+
+
+def _turn_mean(per_turn: Tensor, turns: float | None) -> Tensor:
+    return per_turn.mean() if turns is None else per_turn.sum() / turns
 
 
 def nll_loss(
-    seq_logprob: Tensor, lengths: Tensor | None = None, normalise: Literal["sequence", "token"] = "sequence"
+    seq_logprob: Tensor,
+    lengths: Tensor | None = None,
+    normalise: Literal["sequence", "token"] = "sequence",
+    turns: float | None = None,
 ) -> Tensor:
     """L_NLL from seq_logprob[B] (log p(r|c,E) per turn) -> scalar.
 
@@ -69,7 +78,9 @@ def nll_loss(
     (``lengths[B]``), i.e. the usual per-token cross-entropy of Hugging Face models.
     """
     if normalise == "sequence":
-        return -seq_logprob.mean()
+        return -_turn_mean(seq_logprob, turns)
+    if turns is not None:
+        raise ValueError("nll_loss: turns applies to normalise='sequence' only")
     if normalise == "token":
         if lengths is None:
             raise ValueError("nll_loss(normalise='token') needs the target lengths")
@@ -93,6 +104,7 @@ def mml_loss(
     temperature: float = 1.0,
     detach_generator: bool = False,
     mask: Tensor | None = None,
+    turns: float | None = None,
 ) -> Tensor:
     """L_MML = −log Σ_i q_i p(r|c,e_i), averaged over turns -> scalar.
 
@@ -108,7 +120,7 @@ def mml_loss(
     gen = gen_logprobs.detach() if detach_generator else gen_logprobs
     # where(), not +/−inf arithmetic: padded log-probs may be garbage (even NaN) and must not leak.
     joint = torch.where(valid, log_q + torch.where(valid, gen, torch.zeros_like(gen)), neg_inf)
-    return -torch.logsumexp(joint, dim=-1).mean()
+    return -_turn_mean(torch.logsumexp(joint, dim=-1), turns)
 
 
 def ctr_loss(
@@ -118,6 +130,7 @@ def ctr_loss(
     top_n: int = 1,
     margin: float = 0.01,
     mask: Tensor | None = None,
+    turns: float | None = None,
 ) -> Tensor:
     """Contrastive meta-knowledge loss (the "ctr" variant) -> scalar.
 
@@ -132,4 +145,4 @@ def ctr_loss(
     d = gen_logprobs[:, :top_n] / length[:, None]
     d_neg = no_entity_logprobs / length
     hinge = F.relu(d_neg[:, None] - d + margin)
-    return torch.where(valid, hinge, torch.zeros_like(hinge)).sum(-1).mean()
+    return _turn_mean(torch.where(valid, hinge, torch.zeros_like(hinge)).sum(-1), turns)

@@ -8,8 +8,13 @@ Layout of ``output_dir``: ``config.yaml`` (resolved config + provenance), ``log.
 scores), ``eval/step-NNNNNN/`` (dev predictions and records), ``last/`` (resumable: a pipeline checkpoint
 plus ``state.pt``) and ``best/`` (the checkpoint with the best dev Entity F1), see :mod:`mktod.checkpoint`.
 
-One device per run (``device`` is a parameter; bf16 autocast is a config option). The paper's effective
-batch of 64 turns is ``batch_size × grad_accum``; multi-GPU data parallelism is not implemented.
+One device per process (``device`` is a parameter; bf16 autocast is a config option). The paper's
+effective batch of 64 turns is ``batch_size × grad_accum``, whatever the number of processes: under
+``torchrun`` or ``accelerate launch`` (``launch``) each micro-batch is the one a single process would take
+and every process trains on its share of its turns. Gradients are summed across processes before
+clipping (:mod:`mktod.distributed`; no DDP wrapper) and each loss term is divided by the whole
+micro-batch's number of turns, so losses and weights match a one-process run up to float error. Rank 0
+alone writes (config, log, checkpoints) and evaluates on dev; every process loads ``last/`` to resume.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -37,115 +42,28 @@ from mktod.checkpoint import (
 )
 from mktod.config import check_same_config, dump_config
 from mktod.datasets import DataPaths, get_loader
-from mktod.encoder import DenseEncoder, EncoderConfig
+from mktod.distributed import SINGLE, Group, Launch, process_group
+from mktod.encoder import DenseEncoder
 from mktod.errors import ConfigError
 from mktod.evaluate import evaluate_pipeline
 from mktod.evaluate_retriever import large_kb
 from mktod.generators.base import (
     GeneratorConfig,
     GeneratorInput,
-    Likelihoods,
     TrainableGenerator,
     build_generator,
 )
-from mktod.losses import ctr_loss, mml_loss, nll_loss
 from mktod.meta import MetaConfig
 from mktod.metrics import EntityVocab
-from mktod.pipeline import KBSetting, Pipeline, PipelineConfig
+from mktod.pipeline import Pipeline, PipelineConfig
 from mktod.retriever import Retriever, build_retriever
 from mktod.runlog import keep_until
+from mktod.train_config import RetrieverSection, TrainConfig
 from mktod.train_data import build_examples, data_fingerprint, donor_kbs, record_scores, retrieve_records
+from mktod.train_loss import global_counts, joint_loss
 from mktod.types import Split
 
-# ------------------------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    dataset: Literal["smd", "camrest", "mwoz"] = "mwoz"
-    setting: KBSetting = "condensed"
-    train_split: str = "train"
-    dev_split: str | None = "dev"  # None: no evaluation, no best/ checkpoint
-    limit_dialogues: int | None = None  # first N training dialogues only (smoke runs)
-
-
-@dataclass(frozen=True)
-class RetrieverSection:
-    init: str | None = None  # a warm-up checkpoint (runs/retriever-mwoz or .../final); None: `encoder`
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    k: int = 7  # METHOD.md §2: condensed 6 / 6 / 8 (MWOZ / CamRest / SMD), large-scale 7
-    refresh_every: int = 100  # large-scale: steps between re-embeddings of the KB index
-    lr: float = 1e-4
-    freeze: bool = False  # True: the retriever is fixed (no scores with gradient are computed)
-    batch_size: int = 64  # embedding batch of no-grad retrieval
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    alpha: float = 1.0  # NLL: mean over turns of −log p(r|c,E), a sequence log-prob like MML's
-    beta: float = 1.0  # MML
-    gamma: float = 1.0  # CTR (only with use_ctr)
-    use_mml: bool = True
-    use_ctr: bool = False
-    detach_generator: bool = False  # MML trains the retriever only
-    # q = softmax(s/τ). METHOD.md has τ = 1 for BERT inner products; cosine scores in [-1, 1] (the
-    # normalised MiniLM encoder) need a small τ (0.05, as in the warm-up) or q is nearly uniform.
-    mml_temperature: float = 1.0
-    ctr_top_n: int = 1
-    ctr_margin: float = 0.01
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    lr: float = 1e-4  # generator; the retriever's is retriever.lr
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0  # share of max_steps with a linear warm-up; then linear decay to 0
-    grad_clip: float = 1.0
-    batch_size: int = 8  # turns per micro-batch
-    grad_accum: int = 8  # micro-batches per optimizer step: 8 × 8 = the paper's 64 turns
-    max_steps: int = 1500
-    eval_every: int = 100  # steps between dev evaluations (and the last step)
-    eval_limit: int | None = None  # first N dev turns only, to keep evaluation cheap
-    eval_batch_size: int = 16
-    save_every: int = 100  # steps between resumable checkpoints (and the last step)
-    log_every: int = 10
-    seed: int = 42
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast, fp32 master weights
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    output_dir: str = "runs/mktod"
-    data: DataConfig = field(default_factory=DataConfig)
-    retriever: RetrieverSection = field(default_factory=RetrieverSection)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    meta: MetaConfig = field(default_factory=MetaConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-
-    def __post_init__(self) -> None:
-        if self.data.setting == "large" and self.data.dataset == "smd":
-            raise ValueError("SMD has no dataset-level KB; use data.setting: condensed")
-        if self.retriever.k < 1 or self.retriever.refresh_every < 1:
-            raise ValueError("retriever.k and retriever.refresh_every must be at least 1")
-        o = self.optim
-        if min(o.batch_size, o.grad_accum, o.max_steps, o.eval_every, o.save_every, o.log_every) < 1:
-            raise ValueError("optim batch_size, grad_accum, max_steps and the *_every intervals must be >= 1")
-        if not (self.loss.use_mml or self.loss.use_ctr or self.loss.alpha > 0):
-            raise ValueError("no loss left: set loss.alpha > 0 or enable use_mml / use_ctr")
-
-
 # ------------------------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class LossTerms:
-    """One micro-batch's loss and its parts (scalars; a term switched off is None)."""
-
-    total: Tensor
-    nll: Tensor
-    mml: Tensor | None = None
-    ctr: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -160,29 +78,23 @@ class TrainResult:
     best_step: int | None
 
 
-def joint_loss(cfg: LossConfig, joint: Tensor, lik: Likelihoods | None, scores: Tensor | None) -> LossTerms:
-    """α·NLL(joint[B]) + β·MML(scores[B,K], lik.single[B,K]) + γ·CTR(lik), over turns with records."""
-    nll = nll_loss(joint)
-    total = cfg.alpha * nll
-    mml = ctr = None
-    if lik is not None:
-        has = lik.mask.any(-1)  # a turn with an empty KB and no donor has nothing to marginalise over
-        if cfg.use_mml and scores is not None and bool(has.any()):
-            mml = mml_loss(
-                scores[has].float(), lik.single[has], cfg.mml_temperature, cfg.detach_generator, lik.mask[has]
-            )
-            total = total + cfg.beta * mml
-        if cfg.use_ctr and lik.no_entity is not None and bool(has.any()):
-            ctr = ctr_loss(
-                lik.single[has],
-                lik.lengths[has],
-                lik.no_entity[has],
-                cfg.ctr_top_n,
-                cfg.ctr_margin,
-                lik.mask[has],
-            )
-            total = total + cfg.gamma * ctr
-    return LossTerms(total, nll, mml, ctr)
+def _shared_best(
+    group: Group, best_f1: float | None, best_step: int | None
+) -> tuple[float | None, int | None]:
+    """Rank 0's best dev score (it alone evaluates), on every process: all keep the same state."""
+    f1, at = group.broadcast(
+        [math.nan if best_f1 is None else best_f1, -1 if best_step is None else best_step]
+    )
+    return (None if math.isnan(f1) else f1), (None if at < 0 else int(at))
+
+
+def _check_launch(launch: Launch, batch_size: int) -> None:
+    if launch.world_size > batch_size:
+        raise ConfigError(
+            f"{launch.world_size} processes but optim.batch_size is {batch_size}: each process takes a share "
+            f"of every micro-batch's turns, so launch at most {batch_size} processes, or raise "
+            "optim.batch_size (and lower optim.grad_accum to keep batch_size × grad_accum turns per step)"
+        )
 
 
 def _param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -232,9 +144,26 @@ def initial_retriever(section: RetrieverSection, device: str) -> Retriever:
 
 
 def train(
-    cfg: TrainConfig, paths: DataPaths, device: str = "cpu", resume: bool = False, command: str = ""
+    cfg: TrainConfig,
+    paths: DataPaths,
+    device: str = "cpu",
+    resume: bool = False,
+    command: str = "",
+    launch: Launch = SINGLE,
 ) -> TrainResult:
-    """Train jointly from step 0 (or ``last/`` with ``resume``); returns where the checkpoints are."""
+    """Train jointly from step 0 (or ``last/`` with ``resume``); returns where the checkpoints are.
+
+    ``launch``: this process's place among several (one per device) training one model together.
+    """
+    _check_launch(launch, cfg.optim.batch_size)
+    device = launch.device(device)
+    with process_group(launch, device) as group:
+        return _train(cfg, paths, device, resume, command, group)
+
+
+def _train(
+    cfg: TrainConfig, paths: DataPaths, device: str, resume: bool, command: str, group: Group
+) -> TrainResult:
     out = Path(cfg.output_dir)
     last_dir, best_dir = out / "last", out / "best"
     if is_complete(last_dir) and not resume:
@@ -244,7 +173,7 @@ def train(
     resuming = resume and is_complete(last_dir)
     if resuming:
         check_same_config(cfg, last_dir / "config.yaml")
-    opt, large = cfg.optim, cfg.data.setting == "large"
+    opt, large, main = cfg.optim, cfg.data.setting == "large", group.is_main
     torch.manual_seed(opt.seed)  # random parts of the models (new embeddings, cross-attention) too
 
     # Data: one example per system turn; the dev split is scored through the inference pipeline.
@@ -260,7 +189,7 @@ def train(
     if not examples:
         raise ConfigError(f"{cfg.data.dataset} {cfg.data.train_split}: no training turns")
 
-    # Models, optimizer and schedule; a resumed run reloads all of them from last/.
+    # Models, optimizer and schedule; a resumed run reloads all of them from last/ (every process).
     retriever = load_retriever(last_dir, device) if resuming else initial_retriever(cfg.retriever, device)
     retriever.batch_size = cfg.retriever.batch_size
     generator = resumable_generator(cfg.generator, cfg.meta, last_dir if resuming else None, device)
@@ -268,6 +197,7 @@ def train(
     if not cfg.retriever.freeze:
         groups += _param_groups(retriever.encoder, cfg.retriever.lr, opt.weight_decay)
     params = [p for g in groups for p in g["params"]]
+    group.broadcast_params(params)
     optimizer = torch.optim.AdamW(groups)
     scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
         optimizer, round(opt.warmup_ratio * opt.max_steps), opt.max_steps
@@ -281,7 +211,8 @@ def train(
         torch.set_rng_state(state["rng_torch"])
         if torch.cuda.is_available() and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        tqdm.write(f"resumed from {last_dir} at step {step}/{opt.max_steps}", file=sys.stderr)
+        if main:
+            tqdm.write(f"resumed from {last_dir} at step {step}/{opt.max_steps}", file=sys.stderr)
     start_step = step
 
     provenance = {
@@ -291,11 +222,16 @@ def train(
         "mktod_version": __version__,
         "torch_version": str(torch.__version__),
         "device": device,
+        "processes": group.world_size,
         "start_step": start_step,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    dump_config(cfg, out / "config.yaml", provenance)
-    config_text = (out / "config.yaml").read_text(encoding="utf-8")
+    log_path = out / "log.jsonl"
+    config_text = ""  # rank 0 alone writes config.yaml, the log and checkpoints
+    if main:
+        dump_config(cfg, out / "config.yaml", provenance)
+        config_text = (out / "config.yaml").read_text(encoding="utf-8")
+        keep_until(log_path, start_step)
     spec = PipelineSpec(
         cfg.data.dataset, cfg.retriever.k, cfg.data.setting, cfg.meta, cfg.generator, cfg.generator.model
     )
@@ -303,13 +239,11 @@ def train(
     need_single = cfg.loss.use_mml or cfg.loss.use_ctr
     batches_per_epoch = math.ceil(len(examples) / opt.batch_size)
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=opt.precision == "bf16")
-    log_path = out / "log.jsonl"
-    keep_until(log_path, start_step)
     index_step: int | None = None
     last: dict[str, float] = {}
     generator.model.train()
     retriever.encoder.train(not cfg.retriever.freeze)
-    bar = tqdm(total=opt.max_steps, initial=step, desc="joint training", unit="step")
+    bar = tqdm(total=opt.max_steps, initial=step, desc="joint training", unit="step", disable=not main)
     started = time.monotonic()
     while step < opt.max_steps:
         # Large-scale: top-K comes from an index of KB embeddings refreshed every refresh_every steps.
@@ -328,9 +262,16 @@ def train(
             order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(opt.seed + epoch))
             batch = [examples[i] for i in order[position * opt.batch_size : (position + 1) * opt.batch_size]]
 
+            # Every process retrieves for the whole micro-batch (no gradient, cheap next to the
+            # generator): donor draws are seeded by a turn's place in it, so each process's share gets
+            # the records a one-process run would give it.
             records = retrieve_records(
                 retriever, batch, cfg.retriever.k, cfg.meta, donors, seed=f"{opt.seed}:{m}"
             )
+            batch, records = group.shard(batch), group.shard(records)
+            if not batch:  # the last micro-batch of an epoch can be shorter than the number of processes
+                global_counts(group, 0, None)
+                continue
             inputs = [GeneratorInput(ex.context, recs) for ex, recs in zip(batch, records, strict=True)]
             targets = [ex.response for ex in batch]
             with autocast:
@@ -344,18 +285,20 @@ def train(
                     joint = lik.joint
                 else:  # NLL only (the "w/o MML" ablation): no single-record decoder pass
                     lik, joint = None, generator.joint_logprobs(inputs, targets)
-            terms = joint_loss(cfg.loss, joint, lik, scores)
+            terms = joint_loss(cfg.loss, joint, lik, scores, global_counts(group, len(batch), lik))
             (terms.total / opt.grad_accum).backward()  # type: ignore[no-untyped-call]
             for name in ("total", "nll", "mml", "ctr"):
                 value = getattr(terms, name)
                 if value is not None:
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) / opt.grad_accum
 
+        group.sync_grads(params)  # the sum of the processes' shares: the whole step's gradient
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, opt.grad_clip))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        sums = group.sum_present(sums, ("total", "nll", "mml", "ctr"))  # each share is its part of the mean
         last = {("loss" if k == "total" else k): v for k, v in sums.items()}
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
@@ -368,7 +311,10 @@ def train(
             "lr": rates[0],
             "lr_retriever": 0.0 if cfg.retriever.freeze else rates[-1],
         }
-        if dev is not None and vocab is not None and (step % opt.eval_every == 0 or step == opt.max_steps):
+        evaluating = (
+            dev is not None and vocab is not None and (step % opt.eval_every == 0 or step == opt.max_steps)
+        )
+        if evaluating and main and dev is not None and vocab is not None:
             pipeline = Pipeline(
                 retriever,
                 generator,
@@ -378,7 +324,6 @@ def train(
             result = evaluate_pipeline(
                 pipeline, dev, vocab, out / "eval" / f"step-{step:06d}", global_kb, opt.eval_limit
             )
-            index_step = step if large else index_step  # evaluation re-indexed the KB with current weights
             scores_json = {
                 "step": step,
                 **result.responses.as_dict(),
@@ -391,21 +336,28 @@ def train(
                 best_f1, best_step = f1, step
                 extra = {"dev_scores.json": json.dumps(scores_json, indent=2) + "\n"}
                 save_checkpoint(best_dir, generator, retriever, spec, config_text, extra_files=extra)
-        if step % opt.log_every == 0 or step == opt.max_steps or "dev" in entry:
+        if evaluating:
+            if large and global_kb is not None and not main:  # as rank 0's evaluation just did
+                retriever.build_index(global_kb)
+            index_step = step if large else index_step  # evaluation re-indexed the KB with current weights
+            best_f1, best_step = _shared_best(group, best_f1, best_step)  # the others wait here
+        if main and (step % opt.log_every == 0 or step == opt.max_steps or "dev" in entry):
             entry["elapsed_s"] = round(time.monotonic() - started, 1)
             with log_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
         if step % opt.save_every == 0 or step == opt.max_steps:
-            state = {
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "best_f1": best_f1,
-                "best_step": best_step,
-                "rng_torch": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            }
-            save_checkpoint(last_dir, generator, retriever, spec, config_text, state)
+            if main:
+                state = {
+                    "step": step,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "best_f1": best_f1,
+                    "best_step": best_step,
+                    "rng_torch": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                }
+                save_checkpoint(last_dir, generator, retriever, spec, config_text, state)
+            group.barrier()  # no process goes on (or returns) before last/ is complete
             if large and global_kb is not None:  # what a run resumed from here will index first
                 retriever.build_index(global_kb)
                 index_step = step

@@ -21,7 +21,8 @@ from mktod.errors import ConfigError
 from mktod.evaluate import PipelineEvaluation
 from mktod.metrics import RecallScores, ResponseScores
 from mktod.retriever import Retriever
-from mktod.train import TrainConfig, train
+from mktod.train import train
+from mktod.train_config import TrainConfig
 
 torch.set_num_threads(1)
 

@@ -10,8 +10,9 @@ from mktod.generators.base import Likelihoods
 from mktod.losses import mml_loss, nll_loss
 from mktod.meta import NEGATIVE_TAGS, MetaConfig
 from mktod.retriever import Retriever
-from mktod.train import LossConfig, joint_loss
+from mktod.train_config import LossConfig
 from mktod.train_data import build_examples, data_fingerprint, donor_kbs, record_scores, retrieve_records
+from mktod.train_loss import joint_loss
 from mktod.types import KB, Dialogue, Record, Split, Turn
 
 torch.set_num_threads(1)

@@ -18,7 +18,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from mktod.config import load_config
 from mktod.datasets import DataPaths
 from mktod.generators.backbones import train_unigram_tokenizer
-from mktod.train import TrainConfig
+from mktod.train_config import TrainConfig
 
 ENTITIES = {
     "address": ["regent_street_city_centre", "finders_corner_newmarket_road", "191_histon_road_chesterton"],
