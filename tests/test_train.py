@@ -223,11 +223,19 @@ def test_shipped_configs_load(path: Path) -> None:
     assert cfg.meta.mode == {"prefix": "prefix", "prompt": "prompt", "ctr": "none"}[variant]
 
 
-def test_cpu_smollm2_config_loads() -> None:
-    path = Path(__file__).resolve().parents[1] / "configs" / "camrest-condensed-prompt-smollm2-cpu.yaml"
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.stem.endswith("-cpu")], ids=lambda p: p.stem)
+def test_cpu_configs_load(path: Path) -> None:
+    """The short CPU runs ({dataset}-{setting}-{variant}[-backbone]-cpu): the paper's K, few turns."""
     cfg = load_config(TrainConfig, path)
-    assert cfg.generator.kind == "causal" and cfg.generator.lora.r > 0 and cfg.loss.use_mml
-    assert cfg.optim.max_steps * cfg.optim.batch_size <= 400  # "a few hundred turns" on CPU
+    dataset, setting, variant, *backbone = path.stem.removesuffix("-cpu").split("-")
+    assert (cfg.data.dataset, cfg.data.setting, cfg.meta.mode) == (dataset, setting, variant)
+    assert cfg.retriever.k == {"mwoz": 6, "camrest": 6, "smd": 8}[dataset] and cfg.loss.use_mml
+    turns = cfg.optim.max_steps * cfg.optim.batch_size * cfg.optim.grad_accum
+    if backbone == ["smollm2"]:
+        assert cfg.generator.kind == "causal" and cfg.generator.lora.r > 0
+        assert turns <= 400  # "a few hundred turns" on CPU (issue 7)
+    else:
+        assert cfg.generator.kind == "seq2seq" and turns <= 4000
 
 
 def test_smoke_config_loads() -> None:
