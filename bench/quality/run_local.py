@@ -8,7 +8,7 @@ reused, so an interrupted run resumes; ``--rerun`` evaluates again. Writes the s
 run's log.jsonl).
 
     python bench/quality/run_local.py            # every row below
-    python bench/quality/run_local.py --only ft-prompt-mml
+    python bench/quality/run_local.py --only camrest/ft-prompt-mml
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from mktod.sysinfo import cpu_model
 
@@ -39,7 +41,8 @@ class Row:
     training: str  # how the generator was trained, with the command's config (or "none")
     train_run: str = ""  # the training output folder (its log.jsonl feeds the dev-F1 plot)
     split: str = "test"
-    limit: int = 100
+    limit: int | None = 100  # None: the whole split
+    batch_size: int = 8
 
 
 ROWS = (
@@ -74,9 +77,35 @@ ROWS = (
         "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-nomml (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu-nomml",
     ),
+    Row(
+        "b2b-prompt-mml",
+        "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
+        "runs/camrest-condensed-prompt-cpu/best",
+        "camrest",
+        "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
+        "mktod train --config configs/camrest-condensed-prompt-cpu.yaml (CPU, 400 steps x 8 turns)",
+        "runs/camrest-condensed-prompt-cpu",
+        limit=None,
+        batch_size=16,
+    ),
+    Row(
+        "zs-prompt",
+        "SmolLM2-135M zero-shot, prompt meta knowledge",
+        "configs/pipelines/smd-smollm2-zeroshot-prompt.yaml",
+        "smd",
+        "none",
+    ),
+    Row(
+        "ft-prompt-mml",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML",
+        "runs/smd-condensed-prompt-smollm2-cpu/best",
+        "smd",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml (CPU, 60 steps x 4 turns)",
+        "runs/smd-condensed-prompt-smollm2-cpu",
+    ),
 )
 
-# METHOD.md §7, condensed CamRest (Entity F1 / BLEU).
+# METHOD.md §7, condensed KB (Entity F1 / BLEU).
 PAPER = {
     "camrest": [
         ("MK-TOD prompt (T5-Base)", 72.09, 25.00),
@@ -84,8 +113,16 @@ PAPER = {
         ("ChatGPT + MK-TOD prompt", 56.83, 16.07),
         ("CDNet (no pre-training)", 62.90, 17.80),
         ("FG2Seq (no pre-training)", 66.40, 20.20),
-    ]
+    ],
+    "smd": [
+        ("MK-TOD prompt (T5-Base)", 68.28, 23.54),
+        ("MK-TOD prefix (T5-Base)", 68.60, 23.96),
+        ("ChatGPT + MK-TOD prompt", 59.72, 15.24),
+        ("CDNet (no pre-training)", 68.60, 21.80),
+        ("FG2Seq (no pre-training)", 61.10, 16.80),
+    ],
 }
+DATASET_NAMES = {"camrest": "CamRest", "smd": "SMD", "mwoz": "MultiWOZ 2.1"}
 
 
 def out_dir(row: Row) -> Path:
@@ -93,6 +130,7 @@ def out_dir(row: Row) -> Path:
 
 
 def command(row: Row) -> list[str]:
+    limit = [] if row.limit is None else ["--limit", str(row.limit)]
     return [
         "mktod",
         "evaluate",
@@ -102,10 +140,9 @@ def command(row: Row) -> list[str]:
         row.dataset,
         "--split",
         row.split,
-        "--limit",
-        str(row.limit),
+        *limit,
         "--batch-size",
-        "8",
+        str(row.batch_size),
         "--out",
         str(out_dir(row).relative_to(ROOT)),
     ]
@@ -128,45 +165,66 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; CPU only"
 
 
-def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
-    path = RESULTS / "quality.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Response quality\n"
-    limits = sorted({row.limit for row, _ in results})
+def distinct_share(run: dict[str, Any]) -> float | None:
+    """Share of distinct responses among a run's predictions (%): a model that ignores its input
+    (the same answer to every turn) shows here before it shows in the scores."""
+    path = ROOT / str(run.get("predictions", ""))
+    if not path.is_file():
+        return None
+    lines = [line.split("\t")[-1].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    return 100.0 * len(set(lines)) / len(lines) if lines else None
+
+
+def table(dataset: str, results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     lines = [
-        SECTION,
+        f"### {DATASET_NAMES.get(dataset, dataset)}",
         "",
-        "Generators run in-process by `mktod evaluate --checkpoint` on the condensed CamRest test set, "
-        f"**first {', '.join(map(str, limits))} system turns only** (CPU time budget: ~2.5 s a turn). "
-        "Retriever: the CamRest warm-up retriever (`mktod train-retriever --config "
-        "configs/retriever-camrest.yaml`) for the untuned rows; the jointly trained one for the "
-        "fine-tuned rows. k = 6, greedy decoding, max 48 response tokens.",
-        "",
-        "| generator | training | turns | Entity F1 | BLEU | Recall@1 | Recall@7 | wall (s) |",
+        "| generator | training | turns | Entity F1 | BLEU | Recall@1 | distinct responses | wall (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row, r in results:
+        if row.dataset != dataset:
+            continue
+        distinct = distinct_share(r)
         lines.append(
             f"| {row.label} | {'none' if row.training == 'none' else 'see below'} | {r['turns']} | "
-            f"{r['entity_f1']:.2f} | {r['bleu']:.2f} | {r['recall@1']:.2f} | {r['recall@7']:.2f} | "
-            f"{r['wall_s']:.0f} |"
+            f"{r['entity_f1']:.2f} | {r['bleu']:.2f} | {r['recall@1']:.2f} | "
+            f"{'' if distinct is None else f'{distinct:.0f}%'} | {r['wall_s']:.0f} |"
         )
-    for dataset, rows in PAPER.items():
-        for label, f1, bleu in rows:
-            lines.append(f"| paper: {label} | full {dataset} train set | all | {f1:.2f} | {bleu:.2f} | | | |")
-    lines += [
+    for label, f1, bleu in PAPER.get(dataset, []):
+        lines.append(f"| paper: {label} | full train set | all | {f1:.2f} | {bleu:.2f} | | | |")
+    return [*lines, ""]
+
+
+def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
+    path = RESULTS / "quality.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Response quality\n"
+    datasets = list(dict.fromkeys(row.dataset for row, _ in results))
+    lines = [
+        SECTION,
         "",
-        "Reading the table: the fine-tuned rows are a **short CPU run** (60 steps of 4 turns, 240 of the",
-        "2,800 training turns; the paper trains 1,500 steps of 64 turns on a GPU), so they prove the",
-        "decoder-only path end to end and show the direction of fine-tuning, not the method's ceiling.",
-        "On 100 turns (about 18 dialogues) a difference of a few points is within sampling noise.",
-        "The untuned model does not answer: with no meta knowledge it mostly repeats the dialogue context",
-        "(see its predictions.txt), which scores the entities a reference repeats from the context: that",
-        "is where its Entity F1 comes from, while its BLEU stays below the fine-tuned row's. With the",
-        "prompt rendering it repeats the first record. The fine-tuned adapter answers in the dataset's",
-        "style from the records (BLEU up, and 5x the Entity F1 of the untuned model with the same",
-        "prompt). Recall@K is over the k = 6 retrieved records of a condensed KB (at most 7 rows), so",
-        "Recall@7 is 100 for every retriever.",
-        "The paper's rows use the full test set and T5-Base (or ChatGPT).",
+        "Generators run in-process by `mktod evaluate --checkpoint` on condensed test sets; `turns` is how",
+        "many system turns a row scored (the SmolLM2 rows: the first 100, at ~2.5 s a turn on CPU). Greedy",
+        "decoding. Retrievers: the dataset's warm-up retriever (`configs/retriever-camrest.yaml`) or, for",
+        "SMD, the bundled sentence encoder as it comes, for the untuned rows; the jointly trained one for",
+        "the fine-tuned rows. Recall@1 is over the retrieved records of a condensed KB (at most 7 rows in",
+        "CamRest, 8 in SMD, so Recall@7 is 100 for every retriever). *distinct responses*: the share of",
+        "different responses among a row's predictions; a generator that ignores its input scores low.",
+        "",
+    ]
+    for dataset in datasets:
+        lines += table(dataset, results)
+    lines += [
+        "Reading the tables: every fine-tuned row is a **short CPU run** (a few hundred to a few thousand",
+        "training turns; the paper trains 1,500 steps of 64 turns on a GPU), so the rows prove each path",
+        "end to end and show the direction of fine-tuning, not the method's ceiling. On 100 turns (about",
+        "18 dialogues) a difference of a few points is within sampling noise. The untuned SmolLM2 does",
+        "not answer: with no meta knowledge it mostly repeats the dialogue context (see its",
+        "predictions.txt), which scores the entities a reference repeats from the context; with the",
+        "prompt rendering it repeats the first record. The paper's rows use the full test set and",
+        "T5-Base (or ChatGPT).",
+        *finding_lines(results),
         *ablation_lines(results),
         "",
         "![dev Entity F1 over training steps](quality_dev_f1.png)",
@@ -186,20 +244,38 @@ def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
     path.write_text(head.rstrip("\n") + "\n\n" + section + ("\n" + tail if tail else ""), encoding="utf-8")
 
 
+def _get(results: list[tuple[Row, dict[str, Any]]], dataset: str, name: str) -> dict[str, Any] | None:
+    return next((r for row, r in results if (row.dataset, row.name) == (dataset, name)), None)
+
+
+def finding_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
+    """What fine-tuning did to each dataset's SmolLM2 with the prompt rendering, from the numbers."""
+    out: list[str] = []
+    for dataset in dict.fromkeys(row.dataset for row, _ in results):
+        zs, ft = _get(results, dataset, "zs-prompt"), _get(results, dataset, "ft-prompt-mml")
+        if zs is None or ft is None:
+            continue
+        out.append(
+            f"{DATASET_NAMES.get(dataset, dataset)}, SmolLM2 with prompt meta knowledge: untuned "
+            f"{zs['entity_f1']:.2f} / {zs['bleu']:.2f}, fine-tuned {ft['entity_f1']:.2f} / {ft['bleu']:.2f} "
+            "(Entity F1 / BLEU, same turns)."
+        )
+    return ["", *out] if out else []
+
+
 def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     """One sentence on the w/o-MML ablation, from the numbers, when both runs are in the table."""
-    by_name = {row.name: r for row, r in results}
-    mml, nll = by_name.get("ft-prompt-mml"), by_name.get("ft-prompt-nll")
+    mml, nll = _get(results, "camrest", "ft-prompt-mml"), _get(results, "camrest", "ft-prompt-nll")
     if mml is None or nll is None:
         return []
     return [
         "",
-        f"Ablation (same data, steps and seed): with MML {mml['entity_f1']:.2f} / {mml['bleu']:.2f}, "
-        f"without MML {nll['entity_f1']:.2f} / {nll['bleu']:.2f} (Entity F1 / BLEU); Recall@1 "
-        f"{mml['recall@1']:.2f} vs {nll['recall@1']:.2f} (without MML the retriever stays the warm-up one).",
-        "At this scale (240 training turns, 100 test turns) the difference is within sampling noise: the",
-        "run neither confirms nor contradicts the paper's direction (MML above NLL only); the full-size",
-        "runs of configs/*-smollm2.yaml are what can.",
+        f"CamRest SmolLM2 ablation (same data, steps and seed): with MML {mml['entity_f1']:.2f} / "
+        f"{mml['bleu']:.2f}, without MML {nll['entity_f1']:.2f} / {nll['bleu']:.2f} (Entity F1 / BLEU); "
+        f"Recall@1 {mml['recall@1']:.2f} vs {nll['recall@1']:.2f} (without MML the retriever stays the "
+        "warm-up one). At this scale (240 training turns, 100 test turns) the difference is within",
+        "sampling noise: the run neither confirms nor contradicts the paper's direction (MML above NLL",
+        "only); the full-size runs of configs/*-smollm2.yaml are what can.",
     ]
 
 
@@ -214,7 +290,12 @@ def dev_curves(rows: list[Row]) -> dict[str, list[tuple[int, float]]]:
             entry = json.loads(line)
             if "dev" in entry:
                 points[int(entry["step"])] = float(entry["dev"]["entity_f1"])
-        curves[row.label] = sorted(points.items())
+        config = yaml.safe_load((ROOT / row.train_run / "config.yaml").read_text(encoding="utf-8"))
+        limit = config["optim"]["eval_limit"]
+        dev_turns = "all dev turns" if limit is None else f"first {limit} dev turns"
+        curves[f"{DATASET_NAMES.get(row.dataset, row.dataset)}: {row.label} ({dev_turns})"] = sorted(
+            points.items()
+        )
     return curves
 
 
@@ -224,12 +305,12 @@ def plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
     for label, points in curves.items():
         ax.plot([s for s, _ in points], [f for _, f in points], marker="o", label=label)
     ax.set_xlabel("training step")
-    ax.set_ylabel("dev Entity F1 (first 40 dev turns)")
-    ax.set_title("CamRest, SmolLM2-135M + LoRA, CPU run")
+    ax.set_ylabel("dev Entity F1")
+    ax.set_title("Short CPU training runs")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -239,12 +320,14 @@ def plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="*", help="row names to (re)evaluate; the table still lists all")
+    ap.add_argument(
+        "--only", nargs="*", help="rows to (re)evaluate, NAME or DATASET/NAME; the table still lists all"
+    )
     ap.add_argument("--rerun", action="store_true", help="evaluate even when run.json exists")
     args = ap.parse_args()
     results: list[tuple[Row, dict[str, Any]]] = []
     for row in ROWS:
-        selected = not args.only or row.name in args.only
+        selected = not args.only or row.name in args.only or f"{row.dataset}/{row.name}" in args.only
         run = evaluate(row, args.rerun and selected) if selected else None
         if run is None and (out_dir(row) / "run.json").is_file():
             run = json.loads((out_dir(row) / "run.json").read_text())
