@@ -115,3 +115,17 @@ def test_a_pipeline_file_assembles_an_untrained_pipeline(root: Path, paths: Data
     spec.write_text("dataset: camrest\ngenerator:\n  kind: causal\n")
     with pytest.raises(ConfigError, match="must name its retriever"):
         load_pipeline(spec)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "configs" / "pipelines").glob("*.yaml")),
+    ids=lambda p: p.stem,
+)
+def test_shipped_pipeline_files_load(path: Path) -> None:
+    from mktod.checkpoint import load_spec
+
+    spec = load_spec(path)
+    assert path.stem.startswith(f"{spec.dataset}-") and spec.retriever
+    assert spec.k == {"camrest": 6, "smd": 8, "mwoz": 6}[spec.dataset]
+    assert spec.meta.mode in path.stem and spec.generator.kind == "causal"
