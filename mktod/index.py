@@ -4,7 +4,8 @@
 labels that we hand out in increasing order and never reuse, and a Python dict maps them back to record
 ids. Labels, unlike faiss's positions, survive removals: IVF lists store them natively; every other spec
 is wrapped in an `IndexIDMap2` (not IVF, whose removal leaves positions as they were while the id map
-shifts them down, silently mislabelling results).
+shifts them down, silently mislabelling results). What a spec built (its IVF and HNSW parts, whether it
+keeps ids natively or implements removal) is read off the faiss objects by `mktod.faiss_parts`.
 
 Removal. Flat and IVF indexes delete with faiss's `remove_ids`. HNSW graphs cannot drop a node, so for
 them (and any spec whose `remove_ids` is unimplemented) a removed label becomes a tombstone: it stays in
@@ -12,10 +13,10 @@ the graph, where it still helps routing, and an `IDSelector` hides it from resul
 itself, so a query still gets k live hits without over-fetching. When tombstones outnumber live records
 the index is rebuilt from the reconstructed live vectors, since searches then mostly walk dead nodes.
 
-Device. The CPU index is the master copy. With device="cuda" a GPU copy (one GPU, or replicated /
-sharded over all visible GPUs) is made on the first search after a change and serves searches; this suits
-a KB that changes rarely relative to how often it is queried, and keeps removal exact on the GPU, where
-faiss has neither `remove_ids` nor search-time selectors.
+Device. The CPU index is the master copy. With device="cuda" a GPU copy (`mktod.index_gpu`: one GPU, or
+replicated / sharded over all visible GPUs) is made on the first search after a change and serves
+searches; this suits a KB that changes rarely relative to how often it is queried, and keeps removal
+exact on the GPU, where faiss has neither `remove_ids` nor search-time selectors.
 
 Persistence: `mktod.index_file` writes the MKTODIDX container (no pickle) atomically and checks its digests
 and header before faiss parses anything; `load` then checks the parsed index against the header.
@@ -36,12 +37,21 @@ import numpy as np
 import numpy.typing as npt
 
 from mktod.errors import ConfigError
+from mktod.faiss_parts import (
+    first_line,
+    hnsw_of,
+    ivf_of,
+    min_train_size,
+    native_ids,
+    stored_labels,
+    supports_remove,
+)
 from mktod.index_file import FORMAT_VERSION as FORMAT_VERSION
 from mktod.index_file import IndexFileError as IndexFileError
 from mktod.index_file import IndexHeader, read_index_file, write_index_file
+from mktod.index_gpu import GpuCopy, MultiGpu, check_gpu
 
 Device = Literal["cpu", "cuda"]
-MultiGpu = Literal["replicate", "shard"]
 FloatArray = npt.NDArray[np.float32]
 
 
@@ -82,24 +92,22 @@ class VectorIndex:
         if "IDMap" in spec:
             raise ConfigError(f"index spec {spec!r}: leave out IDMap, VectorIndex adds its own id map")
         if device == "cuda":
-            _check_gpu()
+            check_gpu()
         self._dim = dim
         self._spec = spec
         self._device: Device = device
-        self._multi_gpu: MultiGpu = multi_gpu
         self._ef_search = ef_search
         self._ef_construction = ef_construction
         self._nprobe = nprobe
         self._index: Any = self._new_faiss_index()
-        self._removable = _supports_remove(self._index)
+        self._removable = supports_remove(self._index)
         self._id_of: dict[int, str] = {}
         self._label_of: dict[str, int] = {}
         self._tombstones: set[int] = set()
         self._next_label = 0
         self._selector: Any = None  # cached IDSelector hiding tombstones; None when stale or unneeded
         self._selector_ok = True
-        self._gpu_index: Any = None  # None when absent or stale
-        self._gpu_resources: Any = None
+        self._gpu_copy = GpuCopy(spec, multi_gpu)  # used only with device="cuda"
 
     # ------------------------------------------------------------------ properties
     @property
@@ -121,13 +129,7 @@ class VectorIndex:
     @property
     def min_train_size(self) -> int:
         """Fewest training vectors faiss accepts: the IVF list count and the PQ codebook size."""
-        need = 1
-        for part in _components(self._index):
-            if hasattr(part, "nlist"):
-                need = max(need, int(part.nlist))
-            if hasattr(part, "pq"):
-                need = max(need, int(part.pq.ksub))
-        return need
+        return min_train_size(self._index)
 
     def __len__(self) -> int:
         return len(self._label_of)
@@ -143,8 +145,8 @@ class VectorIndex:
         self._ef_search = ef_search if ef_search is not None else self._ef_search
         self._nprobe = nprobe if nprobe is not None else self._nprobe
         self._apply_search_params(self._index)
-        if self._gpu_index is not None and nprobe is not None:
-            faiss.GpuParameterSpace().set_index_parameter(self._gpu_index, "nprobe", nprobe)
+        if nprobe is not None:
+            self._gpu_copy.set_nprobe(nprobe)
 
     # ------------------------------------------------------------------ mutation
     def train(self, vectors: npt.ArrayLike) -> None:
@@ -158,17 +160,16 @@ class VectorIndex:
                 f"index spec {self._spec!r} needs at least {need} training vectors, got {len(x)}; "
                 "train on more records or choose a spec with fewer IVF lists"
             )
-        ivf = _ivf_of(self._index)
+        ivf = ivf_of(self._index)
         if self._device == "cuda" and ivf is not None:
             # k-means is the slow part of training and runs much faster against a GPU flat index.
-            self._gpu_resources = self._gpu_resources or faiss.StandardGpuResources()
             ivf.clustering_index = faiss.index_cpu_to_gpu(
-                self._gpu_resources, 0, faiss.IndexFlatIP(self._dim)
+                self._gpu_copy.resources(), 0, faiss.IndexFlatIP(self._dim)
             )
         try:
             self._index.train(x)
         except RuntimeError as err:
-            raise ConfigError(f"faiss could not train index spec {self._spec!r}: {_first_line(err)}") from err
+            raise ConfigError(f"faiss could not train index spec {self._spec!r}: {first_line(err)}") from err
         finally:
             if ivf is not None:
                 ivf.clustering_index = None
@@ -292,14 +293,14 @@ class VectorIndex:
         try:
             index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
         except RuntimeError as err:
-            raise IndexFileError(path, f"faiss cannot read the index data: {_first_line(err)}") from err
+            raise IndexFileError(path, f"faiss cannot read the index data: {first_line(err)}") from err
         labels, tombstones = header.labels, header.tombstones
         id_mapped = isinstance(index, faiss.IndexIDMap2)
-        if index.d != dim or id_mapped == _native_ids(index):
+        if index.d != dim or id_mapped == native_ids(index):
             raise IndexFileError(path, f"index data is not a {dim}-dimensional id-mapped {spec} index")
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise IndexFileError(path, "index data does not use the inner-product metric")
-        stored = _stored_labels(index)
+        stored = stored_labels(index)
         if stored != set(labels) | set(tombstones) or len(stored) != index.ntotal:
             raise IndexFileError(path, "the id map in the header does not match the index data")
 
@@ -314,7 +315,7 @@ class VectorIndex:
         )
         loaded._index = index
         loaded._apply_search_params(index)
-        loaded._removable = _supports_remove(index)
+        loaded._removable = supports_remove(index)
         loaded._id_of = dict(zip(labels, header.ids, strict=True))
         loaded._label_of = {key: label for label, key in loaded._id_of.items()}
         loaded._tombstones = set(tombstones)
@@ -326,13 +327,13 @@ class VectorIndex:
         try:
             inner = faiss.index_factory(self._dim, self._spec, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as err:
-            raise ConfigError(f"faiss cannot build index spec {self._spec!r}: {_first_line(err)}") from err
+            raise ConfigError(f"faiss cannot build index spec {self._spec!r}: {first_line(err)}") from err
         if self._ef_construction is not None:
-            hnsw = _hnsw_of(inner)
+            hnsw = hnsw_of(inner)
             if hnsw is None:
                 raise ConfigError(f"ef_construction applies to HNSW specs, not {self._spec!r}")
             hnsw.hnsw.efConstruction = self._ef_construction
-        index = inner if _native_ids(inner) else faiss.IndexIDMap2(inner)
+        index = inner if native_ids(inner) else faiss.IndexIDMap2(inner)
         self._apply_search_params(index)
         return index
 
@@ -392,7 +393,7 @@ class VectorIndex:
 
     def _invalidate(self) -> None:
         self._selector = None
-        self._gpu_index = None
+        self._gpu_copy.drop()
 
     def _cpu_search(self, q: FloatArray, k: int) -> tuple[Any, Any]:
         """Distances and labels [Q, >= k]; tombstoned labels are hidden or left for search() to drop."""
@@ -417,41 +418,13 @@ class VectorIndex:
         return self._selector[0]
 
     def _gpu(self) -> Any:
-        if self._gpu_index is None:
+        if self._gpu_copy.index is None:
             self.compact()  # GPU indexes cannot filter tombstones at search time
-            try:
-                if faiss.get_num_gpus() > 1:
-                    options = faiss.GpuMultipleClonerOptions()
-                    options.shard = self._multi_gpu == "shard"
-                    gpu_index = faiss.index_cpu_to_all_gpus(self._index, co=options)
-                else:
-                    self._gpu_resources = self._gpu_resources or faiss.StandardGpuResources()
-                    gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
-            except RuntimeError as err:
-                raise ConfigError(
-                    f"faiss cannot run index spec {self._spec!r} on the GPU ({_first_line(err)}); use "
-                    "device='cpu' or a GPU-capable spec such as Flat, IVF<n>,Flat or IVF<n>,PQ<m>"
-                ) from err
-            if self._nprobe is not None:
-                faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", self._nprobe)
-            self._gpu_index = gpu_index
-        return self._gpu_index
+            self._gpu_copy.build(self._index, self._nprobe)
+        return self._gpu_copy.index
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_gpu() -> None:
-    if not hasattr(faiss, "StandardGpuResources"):
-        raise ConfigError(
-            "device='cuda' needs a faiss build with GPU support; install the gpu extra "
-            "(pip install 'mktod[gpu]', which replaces faiss-cpu with faiss-gpu) or use device='cpu'"
-        )
-    if faiss.get_num_gpus() == 0:
-        raise ConfigError(
-            "device='cuda' but faiss sees no GPU; check CUDA_VISIBLE_DEVICES and the driver, "
-            "make sure the gpu extra (faiss-gpu) is installed, or use device='cpu'"
-        )
-
-
 def _check_ids(ids: Iterable[str]) -> list[str]:
     if isinstance(ids, str):
         raise TypeError("ids must be a sequence of strings, not a single string")
@@ -463,61 +436,3 @@ def _check_ids(ids: Iterable[str]) -> list[str]:
         dupes = sorted(key for key, n in Counter(keys).items() if n > 1)
         raise ValueError(f"ids must be unique, repeated: {dupes[:5]}")
     return keys
-
-
-def _supports_remove(index: Any) -> bool:
-    # faiss has no capability flag; an empty removal succeeds exactly where removal is implemented.
-    try:
-        index.remove_ids(np.zeros(0, dtype=np.int64))
-    except RuntimeError:
-        return False
-    return True
-
-
-def _components(index: Any) -> list[Any]:
-    """The index and what it wraps (pre-transform, refinement, HNSW storage), downcast to concrete types."""
-    parts = []
-    while index is not None:
-        index = faiss.downcast_index(index)
-        parts.append(index)
-        index = next(
-            (getattr(index, name) for name in ("index", "base_index", "storage") if hasattr(index, name)),
-            None,
-        )
-    return parts
-
-
-def _native_ids(index: Any) -> bool:
-    """Whether the index keeps caller ids itself: an IVF, possibly behind pre-transforms."""
-    *wrappers, core = _components(index)
-    return isinstance(core, faiss.IndexIVF) and all(isinstance(w, faiss.IndexPreTransform) for w in wrappers)
-
-
-def _stored_labels(index: Any) -> set[int]:
-    if isinstance(index, faiss.IndexIDMap2):
-        return set(faiss.vector_to_array(index.id_map).tolist())
-    invlists: Any = faiss.extract_index_ivf(index).invlists
-    labels: set[int] = set()
-    for lst in range(invlists.nlist):
-        if size := invlists.list_size(lst):
-            ptr = invlists.get_ids(lst)
-            labels.update(faiss.rev_swig_ptr(ptr, size).tolist())
-            invlists.release_ids(lst, ptr)
-    return labels
-
-
-def _ivf_of(index: Any) -> Any:
-    try:
-        return faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return None
-
-
-def _hnsw_of(index: Any) -> Any:
-    return next((part for part in _components(index) if hasattr(part, "hnsw")), None)
-
-
-def _first_line(err: BaseException) -> str:
-    # faiss messages start with a C++ signature and file position; the reason is after "Error: ".
-    text = str(err).strip()
-    return text.split("Error: ", 1)[-1].splitlines()[0] if text else type(err).__name__
