@@ -59,7 +59,14 @@ from mktod.pipeline import Pipeline, PipelineConfig
 from mktod.retriever import Retriever, build_retriever
 from mktod.runlog import keep_until
 from mktod.train_config import RetrieverSection, TrainConfig
-from mktod.train_data import build_examples, data_fingerprint, donor_kbs, record_scores, retrieve_records
+from mktod.train_data import (
+    build_examples,
+    data_fingerprint,
+    donor_kbs,
+    record_scores,
+    retrieve_records,
+    retrieved_mask,
+)
 from mktod.train_loss import global_counts, joint_loss
 from mktod.types import Split
 
@@ -272,6 +279,7 @@ def _train(
             if not batch:  # the last micro-batch of an epoch can be shorter than the number of processes
                 global_counts(group, 0, None)
                 continue
+            retrieved = retrieved_mask(records)  # MML and CTR range over these, not the negative
             inputs = [GeneratorInput(ex.context, recs) for ex, recs in zip(batch, records, strict=True)]
             targets = [ex.response for ex in batch]
             with autocast:
@@ -285,7 +293,8 @@ def _train(
                     joint = lik.joint
                 else:  # NLL only (the "w/o MML" ablation): no single-record decoder pass
                     lik, joint = None, generator.joint_logprobs(inputs, targets)
-            terms = joint_loss(cfg.loss, joint, lik, scores, global_counts(group, len(batch), lik))
+            counts = global_counts(group, len(batch), retrieved)
+            terms = joint_loss(cfg.loss, joint, lik, scores, counts, retrieved)
             (terms.total / opt.grad_accum).backward()  # type: ignore[no-untyped-call]
             for name in ("total", "nll", "mml", "ctr"):
                 value = getattr(terms, name)

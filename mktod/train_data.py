@@ -133,6 +133,19 @@ def _negative_from(hits: Sequence[Hit], own: KB) -> TaggedRecord:
     return negative_record([h.record for h in hits], [h.score for h in hits], list(own))
 
 
+def retrieved_mask(records: Sequence[Sequence[TaggedRecord]]) -> Tensor:
+    """[B, K] True where a turn's slot holds a retrieved record: not padding, not the easy negative.
+
+    K is the longest turn's record count (at least 1), the layout of the generator's likelihoods.
+    """
+    k = max((len(turn) for turn in records), default=0)
+    mask = torch.zeros(len(records), max(k, 1), dtype=torch.bool)
+    for b, turn in enumerate(records):
+        for i, tagged in enumerate(turn):
+            mask[b, i] = not tagged.negative
+    return mask
+
+
 def record_scores(
     retriever: Retriever, queries: Sequence[str], records: Sequence[Sequence[TaggedRecord]]
 ) -> tuple[Tensor, Tensor]:

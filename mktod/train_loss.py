@@ -33,7 +33,7 @@ class TurnCounts:
     process holds only a share of its turns (data parallel)."""
 
     turns: int  # NLL
-    with_records: int  # MML and CTR: turns with at least one record
+    with_records: int  # MML and CTR: turns with at least one retrieved record
 
 
 def joint_loss(
@@ -42,17 +42,22 @@ def joint_loss(
     lik: Likelihoods | None,
     scores: Tensor | None,
     counts: TurnCounts | None = None,
+    retrieved: Tensor | None = None,
 ) -> LossTerms:
     """α·NLL(joint[B]) + β·MML(scores[B,K], lik.single[B,K]) + γ·CTR(lik), over turns with records.
 
     ``counts``: the denominators of the means when these B turns are one process's share of a larger
     micro-batch (the shares' losses then sum to the whole batch's); None: this batch's own counts.
+    ``retrieved[B,K]``: the slots of the retrieved set E_t (:func:`mktod.train_data.retrieved_mask`).
+    MML and CTR range over E_t only (METHOD.md §3): the easy negative is input to the generator, not
+    a record the retriever chose. None: every real slot of ``lik.mask``.
     """
     nll = nll_loss(joint, turns=counts.turns if counts else None)
     total = cfg.alpha * nll
     mml = ctr = None
     if lik is not None:
-        has = lik.mask.any(-1)  # a turn with an empty KB and no donor has nothing to marginalise over
+        mask = lik.mask if retrieved is None else lik.mask & retrieved.to(lik.mask.device)
+        has = mask.any(-1)  # a turn with an empty KB has nothing to marginalise over
         with_records = counts.with_records if counts else None
         any_records = bool(has.any()) if with_records is None else with_records > 0
         if cfg.use_mml and scores is not None and any_records:
@@ -61,7 +66,7 @@ def joint_loss(
                 lik.single[has],
                 cfg.mml_temperature,
                 cfg.detach_generator,
-                lik.mask[has],
+                mask[has],
                 turns=with_records,
             )
             total = total + cfg.beta * mml
@@ -72,20 +77,21 @@ def joint_loss(
                 lik.no_entity[has],
                 cfg.ctr_top_n,
                 cfg.ctr_margin,
-                lik.mask[has],
+                mask[has],
                 turns=with_records,
             )
             total = total + cfg.gamma * ctr
     return LossTerms(total, nll, mml, ctr)
 
 
-def global_counts(group: Group, turns: int, lik: Likelihoods | None) -> TurnCounts | None:
+def global_counts(group: Group, turns: int, retrieved: Tensor | None) -> TurnCounts | None:
     """The micro-batch's counts summed over the processes (None for one process: the batch's own).
 
-    Every process calls it for every micro-batch, one with no turn of it too: it is a collective.
+    ``retrieved[B,K]``: this share's retrieved slots (turns with one count for MML and CTR). Every
+    process calls it for every micro-batch, one with no turn of it too: it is a collective.
     """
     if group.world_size == 1:
         return None
-    with_records = int(lik.mask.any(-1).sum()) if lik is not None else 0
+    with_records = int(retrieved.any(-1).sum()) if retrieved is not None else 0
     total, records = group.sum([turns, with_records])
     return TurnCounts(int(total), int(records))

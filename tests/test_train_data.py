@@ -11,9 +11,16 @@ from mktod.losses import mml_loss, nll_loss
 from mktod.meta import NEGATIVE_TAGS, MetaConfig
 from mktod.retriever import Retriever
 from mktod.train_config import LossConfig
-from mktod.train_data import build_examples, data_fingerprint, donor_kbs, record_scores, retrieve_records
+from mktod.train_data import (
+    build_examples,
+    data_fingerprint,
+    donor_kbs,
+    record_scores,
+    retrieve_records,
+    retrieved_mask,
+)
 from mktod.train_loss import joint_loss
-from mktod.types import KB, Dialogue, Record, Split, Turn
+from mktod.types import KB, Dialogue, Record, Split, TaggedRecord, Turn
 
 torch.set_num_threads(1)
 
@@ -122,3 +129,23 @@ def test_joint_loss_combines_the_switched_on_terms_over_turns_with_records() -> 
     torch.testing.assert_close(terms.total, 0.5 * terms.nll + 2.0 * terms.mml + 3.0 * terms.ctr)
     # d⁻ − d_1 + λ per turn: turn 1: -5/4 + 4/4 + 0.01 < 0 -> 0; turn 2: -2.5/2 + 3/2 + 0.01 = 0.26.
     assert float(terms.ctr) == pytest.approx((0.0 + 0.26) / 2)
+
+
+def test_mml_and_ctr_leave_out_the_easy_negative() -> None:
+    # METHOD.md §3 marginalises over the retrieved set E_t; the negative is generator input only.
+    lik = _likelihoods(no_entity=True)
+    scores = torch.tensor([[1.0, 0.0], [0.5, 0.0], [0.0, 0.0]])
+    # Turn 1: slot 2 is the negative; turn 2: its only record is.
+    retrieved = torch.tensor([[True, False], [False, False], [False, False]])
+    cfg = LossConfig(use_ctr=True)
+    terms = joint_loss(cfg, lik.joint, lik, scores, retrieved=retrieved)
+    assert terms.mml is not None and terms.ctr is not None
+    # Only turn 1 keeps a retrieved record (turn 2's only record is a negative): MML over it alone is
+    # −log p(r|c,e_1) = 4, whatever the negative's likelihood or score.
+    assert float(terms.mml) == pytest.approx(4.0)
+    assert float(terms.ctr) == pytest.approx(0.0)  # turn 1's hinge (see above) is 0; turn 2 is left out
+    top = TaggedRecord(ROWS[0], NEGATIVE_TAGS, 1, 1.0, 1.0)
+    negative = TaggedRecord(ROWS[1], NEGATIVE_TAGS, 0, 0.0, 0.0, negative=True)
+    tagged: list[tuple[TaggedRecord, ...]] = [(top, negative), ()]
+    assert retrieved_mask(tagged).tolist() == [[True, False], [False, False]]
+    assert retrieved_mask([]).shape == (0, 1)

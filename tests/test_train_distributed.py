@@ -44,10 +44,14 @@ CONDENSED = ("retriever.k=3", "optim.batch_size=4", "optim.max_steps=4")
 # Large-scale (an index on every process, refreshed; dev evaluation re-indexes) with shares of 2 + 1.
 LARGE = ("data.setting=large", "retriever.refresh_every=3", "optim.batch_size=3", "optim.max_steps=4")
 # Adam moves every weight by up to lr per step however small its gradient, so float noise in a near-zero
-# gradient entry (the shares are padded differently from the whole batch) shows in the weights: up to
-# 6e-6 here, 3e-5 in other tiny configs. 1e-4 is 4% of the 2.5e-3 this schedule can move a weight;
-# gradients not summed across processes, or summed wrongly, are off by whole steps.
+# gradient entry (the shares are padded differently from the whole batch) shows in the weights: mostly
+# under 3e-5, but a gradient that is itself noise-sized (a sum with heavy cancellation, e.g. BERT's
+# token-type row) can flip sign and move by a few lr-sized steps. So nearly every weight must agree
+# within ATOL (4% of the 2.5e-3 this schedule can move a weight) and every weight within ATOL_NOISE.
+# Gradients not summed across processes, or summed wrongly, are off by whole steps almost everywhere.
 ATOL = 1e-4
+ATOL_NOISE = 1e-3
+NOISY_SHARE = 1e-3
 
 # Stops the run once last/ holds step 2 (rank 0 saves, then raises); torchrun then ends the other process.
 CRASH_SCRIPT = """\
@@ -125,14 +129,17 @@ def _log(out: Path) -> list[dict[str, Any]]:
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:
-    compared = 0
+    compared, elements, noisy = 0, 0, 0
     for part in ("generator", "retriever/context"):
         for file in (a / part).glob("*.safetensors"):
             compared += 1
             x, y = load_file(file), load_file(b / part / file.name)
             for name in x:
-                torch.testing.assert_close(x[name], y[name], atol=ATOL, rtol=0, msg=f"{part} {name}")
+                torch.testing.assert_close(x[name], y[name], atol=ATOL_NOISE, rtol=0, msg=f"{part} {name}")
+                elements += x[name].numel()
+                noisy += int(((x[name] - y[name]).abs() > ATOL).sum())
     assert compared == 2
+    assert noisy <= NOISY_SHARE * elements, f"{noisy} of {elements} weights differ by more than {ATOL}"
 
 
 def _assert_same_losses(one: list[dict[str, Any]], two: list[dict[str, Any]]) -> None:
