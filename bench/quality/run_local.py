@@ -101,7 +101,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML",
         "runs/smd-condensed-prompt-smollm2-cpu/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml (CPU, 60 steps x 4 turns)",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu",
     ),
 )
