@@ -268,13 +268,22 @@ def _get(results: list[tuple[Row, dict[str, Any]]], dataset: str, name: str) -> 
     return next((r for row, r in results if (row.dataset, row.name) == (dataset, name)), None)
 
 
+def _pairs(
+    results: list[tuple[Row, dict[str, Any]]], first: str, second: str
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(dataset, run of row ``first``, run of row ``second``) for every dataset that has both rows."""
+    out = []
+    for dataset in dict.fromkeys(row.dataset for row, _ in results):
+        a, b = _get(results, dataset, first), _get(results, dataset, second)
+        if a is not None and b is not None:
+            out.append((dataset, a, b))
+    return out
+
+
 def finding_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     """What fine-tuning did to each dataset's SmolLM2 with the prompt rendering, from the numbers."""
     out: list[str] = []
-    for dataset in dict.fromkeys(row.dataset for row, _ in results):
-        zs, ft = _get(results, dataset, "zs-prompt"), _get(results, dataset, "ft-prompt-mml")
-        if zs is None or ft is None:
-            continue
+    for dataset, zs, ft in _pairs(results, "zs-prompt", "ft-prompt-mml"):
         out.append(
             f"{DATASET_NAMES.get(dataset, dataset)}, SmolLM2 with prompt meta knowledge: untuned "
             f"{zs['entity_f1']:.2f} / {zs['bleu']:.2f}, fine-tuned {ft['entity_f1']:.2f} / {ft['bleu']:.2f} "
@@ -355,10 +364,7 @@ def warmup_recall(dataset: str) -> dict[str, Any] | None:
 def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     """One sentence per dataset on the w/o-MML ablation, from the numbers, when both runs are here."""
     out: list[str] = []
-    for dataset in dict.fromkeys(row.dataset for row, _ in results):
-        mml, nll = _get(results, dataset, "ft-prompt-mml"), _get(results, dataset, "ft-prompt-nll")
-        if mml is None or nll is None:
-            continue
+    for dataset, mml, nll in _pairs(results, "ft-prompt-mml", "ft-prompt-nll"):
         out.append(
             f"{DATASET_NAMES.get(dataset, dataset)} SmolLM2 ablation (same data, steps and seed): with MML "
             f"{mml['entity_f1']:.2f} / {mml['bleu']:.2f}, without MML {nll['entity_f1']:.2f} / "
