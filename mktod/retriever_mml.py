@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mktod.checkpoint import generator_config, load_spec
+from mktod.checkpoint import PipelineSpec, generator_config, load_spec
 from mktod.errors import ConfigError
 from mktod.generators.base import GeneratorInput, TrainableGenerator, build_generator
 from mktod.losses import mml_loss
@@ -94,7 +94,7 @@ class FrozenLikelihoods:
         return out
 
 
-def load_frozen_generator(pipeline: str, device: str) -> tuple[TrainableGenerator, Any]:
+def load_frozen_generator(pipeline: str, device: str) -> tuple[TrainableGenerator, PipelineSpec]:
     """The generator of ``pipeline`` (a checkpoint folder or pipeline file), frozen, and its spec."""
     path = Path(pipeline)
     spec = load_spec(path)
