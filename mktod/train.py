@@ -279,7 +279,8 @@ def _train(
             if not batch:  # the last micro-batch of an epoch can be shorter than the number of processes
                 global_counts(group, 0, None)
                 continue
-            retrieved = retrieved_mask(records)  # MML and CTR range over these, not the negative
+            # The records MML and CTR range over: the retrieved ones, and the negative by default.
+            retrieved = retrieved_mask(records, cfg.loss.mml_negative)
             inputs = [GeneratorInput(ex.context, recs) for ex, recs in zip(batch, records, strict=True)]
             targets = [ex.response for ex in batch]
             with autocast:

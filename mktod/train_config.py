@@ -44,6 +44,9 @@ class LossConfig:
     use_mml: bool = True
     use_ctr: bool = False
     detach_generator: bool = False  # MML trains the retriever only
+    # METHOD.md §4: the easy negative is added "to the generator input and to the set MML sums over";
+    # false: MML and CTR range over the retrieved records only (the negative is generator input alone).
+    mml_negative: bool = True
     # q = softmax(s/τ). METHOD.md has τ = 1 for BERT inner products; cosine scores in [-1, 1] (the
     # normalised MiniLM encoder) need a small τ (0.05, as in the warm-up) or q is nearly uniform.
     mml_temperature: float = 1.0

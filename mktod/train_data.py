@@ -133,8 +133,9 @@ def _negative_from(hits: Sequence[Hit], own: KB) -> TaggedRecord:
     return negative_record([h.record for h in hits], [h.score for h in hits], list(own))
 
 
-def retrieved_mask(records: Sequence[Sequence[TaggedRecord]]) -> Tensor:
-    """[B, K] True where a turn's slot holds a retrieved record: not padding, not the easy negative.
+def retrieved_mask(records: Sequence[Sequence[TaggedRecord]], negative: bool = False) -> Tensor:
+    """[B, K] True where a turn's slot holds a record MML sums over: not padding, and not the easy
+    negative unless ``negative`` (``loss.mml_negative``; METHOD.md §4 includes it).
 
     K is the longest turn's record count (at least 1), the layout of the generator's likelihoods.
     """
@@ -142,7 +143,7 @@ def retrieved_mask(records: Sequence[Sequence[TaggedRecord]]) -> Tensor:
     mask = torch.zeros(len(records), max(k, 1), dtype=torch.bool)
     for b, turn in enumerate(records):
         for i, tagged in enumerate(turn):
-            mask[b, i] = not tagged.negative
+            mask[b, i] = negative or not tagged.negative
     return mask
 
 

@@ -33,7 +33,7 @@ class TurnCounts:
     process holds only a share of its turns (data parallel)."""
 
     turns: int  # NLL
-    with_records: int  # MML and CTR: turns with at least one retrieved record
+    with_records: int  # MML and CTR: turns with at least one record they range over
 
 
 def joint_loss(
@@ -48,9 +48,9 @@ def joint_loss(
 
     ``counts``: the denominators of the means when these B turns are one process's share of a larger
     micro-batch (the shares' losses then sum to the whole batch's); None: this batch's own counts.
-    ``retrieved[B,K]``: the slots of the retrieved set E_t (:func:`mktod.train_data.retrieved_mask`).
-    MML and CTR range over E_t only (METHOD.md §3): the easy negative is input to the generator, not
-    a record the retriever chose. None: every real slot of ``lik.mask``.
+    ``retrieved[B,K]``: the slots MML and CTR range over (:func:`mktod.train_data.retrieved_mask`):
+    the retrieved set E_t, with the easy negative unless ``loss.mml_negative`` is off. None: every
+    real slot of ``lik.mask``.
     """
     nll = nll_loss(joint, turns=counts.turns if counts else None)
     total = cfg.alpha * nll

@@ -131,8 +131,9 @@ def test_joint_loss_combines_the_switched_on_terms_over_turns_with_records() -> 
     assert float(terms.ctr) == pytest.approx((0.0 + 0.26) / 2)
 
 
-def test_mml_and_ctr_leave_out_the_easy_negative() -> None:
-    # METHOD.md §3 marginalises over the retrieved set E_t; the negative is generator input only.
+def test_mml_and_ctr_can_leave_out_the_easy_negative() -> None:
+    # loss.mml_negative=false: MML and CTR range over the retrieved set E_t alone, the negative is
+    # generator input only. (METHOD.md §4, the default, adds it to the MML set: see the next test.)
     lik = _likelihoods(no_entity=True)
     scores = torch.tensor([[1.0, 0.0], [0.5, 0.0], [0.0, 0.0]])
     # Turn 1: slot 2 is the negative; turn 2: its only record is.
@@ -148,4 +149,24 @@ def test_mml_and_ctr_leave_out_the_easy_negative() -> None:
     negative = TaggedRecord(ROWS[1], NEGATIVE_TAGS, 0, 0.0, 0.0, negative=True)
     tagged: list[tuple[TaggedRecord, ...]] = [(top, negative), ()]
     assert retrieved_mask(tagged).tolist() == [[True, False], [False, False]]
+    assert retrieved_mask(tagged, negative=True).tolist() == [[True, True], [False, False]]
     assert retrieved_mask([]).shape == (0, 1)
+
+
+def test_mml_includes_the_easy_negative_by_default() -> None:
+    # METHOD.md §4: the negative is added "to the generator input and to the set MML sums over".
+    lik = _likelihoods(no_entity=True)
+    scores = torch.tensor([[1.0, 0.0], [0.5, 0.0], [0.0, 0.0]])
+    top = TaggedRecord(ROWS[0], NEGATIVE_TAGS, 1, 1.0, 1.0)
+    negative = TaggedRecord(ROWS[1], NEGATIVE_TAGS, 0, 0.0, 0.0, negative=True)
+    tagged: list[tuple[TaggedRecord, ...]] = [(top, negative), (negative,), ()]
+    cfg = LossConfig()
+    assert cfg.mml_negative
+    retrieved = retrieved_mask(tagged, cfg.mml_negative)
+    with_negative = joint_loss(cfg, lik.joint, lik, scores, retrieved=retrieved)
+    without = joint_loss(cfg, lik.joint, lik, scores, retrieved=retrieved_mask(tagged))
+    assert with_negative.mml is not None and without.mml is not None
+    # Both real slots of turns 1 and 2 count, exactly as with no mask at all.
+    expected = mml_loss(scores[:2], lik.single[:2], mask=lik.mask[:2])
+    torch.testing.assert_close(with_negative.mml, expected)
+    assert float(with_negative.mml) != pytest.approx(float(without.mml))
