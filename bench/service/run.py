@@ -24,7 +24,6 @@ import platform
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from loadstats import (  # beside this file: the script's folder is on sys.path
 )
 from tqdm import tqdm
 
+from mktod.local_server import LocalServer, ServerStartError, free_port, local_server
 from mktod.sysinfo import cpu_model
 
 matplotlib.use("Agg")
@@ -75,68 +75,27 @@ DIALOGUES = Path(__file__).with_name("dialogues.json")
 
 
 # ---------------------------------------------------------------------- the server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return "\n".join(text[-lines:]) or "(nothing)"
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def exited(self) -> str | None:
-        """None while it runs, else what to tell the user: the exit status and the end of its output."""
-        if self.proc.poll() is None:
-            return None
-        return f"`mktod serve` exited with status {self.proc.returncode}; its output ends:\n{_tail(self.log)}"
-
-
 @contextmanager
-def serve(serve_args: Sequence[str], ready_timeout: float) -> Iterator[Server]:
+def serve(serve_args: Sequence[str], ready_timeout: float) -> Iterator[LocalServer]:
     """`mktod serve` on a free loopback port with a fresh state folder, once /readyz answers 200."""
     with tempfile.TemporaryDirectory(prefix="mktod-bench-") as tmp:
         port = free_port()
         command = [sys.executable, "-m", "mktod.cli", "serve", "--state-dir", tmp, "--port", str(port)]
         command += ["--log-level", "warning", *serve_args]  # no access-log line per request
-        env = {**os.environ, **SERVER_ENV}
-        log = Path(tmp) / "server.log"
-        print("starting:", shlex.join(command), file=sys.stderr)
-        with log.open("wb") as out:
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        server = Server(f"http://127.0.0.1:{port}", proc, log)
         try:
-            deadline = time.monotonic() + ready_timeout
-            while True:
-                if (exited := server.exited()) is not None:
-                    sys.exit(f"{exited}\n(it did not become ready; the command was {shlex.join(command)})")
-                try:
-                    if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    sys.exit(
-                        f"`mktod serve` not ready after {ready_timeout:.0f} s (raise --ready-timeout); "
-                        f"its output so far:\n{_tail(log)}"
-                    )
-                time.sleep(0.25)
-            yield server
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            with local_server(
+                command,
+                f"http://127.0.0.1:{port}",
+                "/readyz",
+                Path(tmp) / "server.log",
+                name="`mktod serve`",
+                env=SERVER_ENV,
+                timeout=ready_timeout,
+                announce=True,
+            ) as server:
+                yield server
+        except ServerStartError as err:
+            sys.exit(f"{err}\n(raise --ready-timeout if it was only slow)")
 
 
 # ---------------------------------------------------------------------- the client

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,17 +22,11 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from mktod.local_server import free_port
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 READY_TIMEOUT_S = 60.0  # importing torch alone takes seconds on a busy 2-core machine
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (another process may still take it before we do)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_ready(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletionMessageParam
 from service_helpers import API_KEY, make_app
 
+from mktod.local_server import free_port
 from service.routes_openai import split_content
 
 DIALOGUE: list[ChatCompletionMessageParam] = [
@@ -26,15 +26,8 @@ DIALOGUE: list[ChatCompletionMessageParam] = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _serve(state_dir: Path, **overrides: object) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         make_app(state_dir, **overrides), host="127.0.0.1", port=port, log_level="warning"
     )
