@@ -79,6 +79,25 @@ ROWS = (
         "runs/camrest-condensed-prompt-smollm2-cpu-nomml",
     ),
     Row(
+        "ft-prefix-mml",
+        "SmolLM2-135M + LoRA, prefix, NLL + MML",
+        "runs/camrest-condensed-prefix-smollm2-cpu/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        "--set output_dir=runs/camrest-condensed-prefix-smollm2-cpu (CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-prefix-smollm2-cpu",
+    ),
+    Row(
+        "ft-prefix-nll",
+        "SmolLM2-135M + LoRA, prefix, NLL only (w/o MML)",
+        "runs/camrest-condensed-prefix-smollm2-cpu-nomml/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        "--set loss.use_mml=false --set output_dir=runs/camrest-condensed-prefix-smollm2-cpu-nomml "
+        "(CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-prefix-smollm2-cpu-nomml",
+    ),
+    Row(
         "b2b-prompt-mml",
         "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-cpu/best",
@@ -97,12 +116,28 @@ ROWS = (
         "none",
     ),
     Row(
+        "zs-none",
+        "SmolLM2-135M zero-shot, no meta knowledge",
+        "configs/pipelines/smd-smollm2-zeroshot-none.yaml",
+        "smd",
+        "none",
+    ),
+    Row(
         "ft-prompt-mml",
         "SmolLM2-135M + LoRA, prompt, NLL + MML",
         "runs/smd-condensed-prompt-smollm2-cpu/best",
         "smd",
         "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu",
+    ),
+    Row(
+        "ft-prompt-mml-noneg",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML without the negative in MML",
+        "runs/smd-condensed-prompt-smollm2-cpu-noneg/best",
+        "smd",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set loss.mml_negative=false "
+        "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-noneg (CPU, 30 steps x 4 turns)",
+        "runs/smd-condensed-prompt-smollm2-cpu-noneg",
     ),
     Row(
         "ft-prompt-nll",
@@ -112,6 +147,40 @@ ROWS = (
         "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
         "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-nomml (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu-nomml",
+    ),
+    Row(
+        "ft-prefix-mml",
+        "SmolLM2-135M + LoRA, prefix, NLL + MML",
+        "runs/smd-condensed-prefix-smollm2-cpu/best",
+        "smd",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        "--set output_dir=runs/smd-condensed-prefix-smollm2-cpu (CPU, 30 steps x 4 turns)",
+        "runs/smd-condensed-prefix-smollm2-cpu",
+    ),
+    Row(
+        "ft-prefix-nll",
+        "SmolLM2-135M + LoRA, prefix, NLL only (w/o MML)",
+        "runs/smd-condensed-prefix-smollm2-cpu-nomml/best",
+        "smd",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        "--set loss.use_mml=false --set output_dir=runs/smd-condensed-prefix-smollm2-cpu-nomml "
+        "(CPU, 30 steps x 4 turns)",
+        "runs/smd-condensed-prefix-smollm2-cpu-nomml",
+    ),
+    Row(
+        "zs-prompt",
+        "SmolLM2-135M zero-shot, prompt meta knowledge",
+        "configs/pipelines/mwoz-smollm2-zeroshot-prompt.yaml",
+        "mwoz",
+        "none",
+    ),
+    Row(
+        "ft-prompt-mml",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML",
+        "runs/mwoz-condensed-prompt-smollm2-cpu/best",
+        "mwoz",
+        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml (CPU, 30 steps x 4 turns)",
+        "runs/mwoz-condensed-prompt-smollm2-cpu",
     ),
 )
 
@@ -130,6 +199,13 @@ PAPER = {
         ("ChatGPT + MK-TOD prompt", 59.72, 15.24),
         ("CDNet (no pre-training)", 68.60, 21.80),
         ("FG2Seq (no pre-training)", 61.10, 16.80),
+    ],
+    "mwoz": [
+        ("MK-TOD prompt (T5-Base)", 52.42, 17.05),
+        ("MK-TOD prefix (T5-Base)", 51.99, 16.97),
+        ("ChatGPT + MK-TOD prompt", 35.84, 7.58),
+        ("CDNet (no pre-training)", 38.70, 11.90),
+        ("FG2Seq (no pre-training)", 36.50, 14.60),
     ],
 }
 DATASET_NAMES = {"camrest": "CamRest", "smd": "SMD", "mwoz": "MultiWOZ 2.1"}
@@ -224,11 +300,11 @@ def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
         "",
         "Generators run in-process by `mktod evaluate --checkpoint` on condensed test sets; `turns` is how",
         "many system turns a row scored (the SmolLM2 rows: the first 100, at ~2.5 s a turn on CPU). Greedy",
-        "decoding. Retrievers: the dataset's warm-up retriever (`configs/retriever-camrest.yaml`) or, for",
-        "SMD, the bundled sentence encoder as it comes, for the untuned rows; the jointly trained one for",
-        "the fine-tuned rows. Recall@1 is over the retrieved records of a condensed KB (at most 7 rows in",
-        "CamRest, 8 in SMD, so Recall@7 is 100 for every retriever). *distinct responses*: the share of",
-        "different responses among a row's predictions; a generator that ignores its input scores low.",
+        "decoding. Retrievers: the dataset's warm-up retriever (`configs/retriever-{camrest,mwoz}.yaml`)",
+        "or, for SMD, the bundled sentence encoder as it comes, for the untuned rows; the jointly trained",
+        "one for the fine-tuned rows. Recall@1 is over the retrieved records of a condensed KB (CamRest",
+        "and MWOZ retrieve 6, SMD 8 of at most 8). *distinct responses*: the share of different responses",
+        "among a row's predictions; a generator that ignores its input scores low.",
         "",
     ]
     for dataset in datasets:
@@ -244,6 +320,7 @@ def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
         "from: the records hold the entities). The paper's rows use the full test set and",
         "T5-Base (or ChatGPT).",
         *finding_lines(results),
+        *few_shot_lines(),
         *ablation_lines(results),
         *seq2seq_lines(results),
         "",
@@ -292,6 +369,30 @@ def finding_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     return ["", *out] if out else []
 
 
+def few_shot_lines() -> list[str]:
+    """The few-shot SmolLM2 reference rows (issue #7 item 5) live in the chat-LLM section: the same
+    model with in-context demonstrations, no fine-tuning. Point at them with their numbers."""
+    path = RESULTS / "quality_openai.json"
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    if not rows:
+        return []
+    parts = [
+        f"{DATASET_NAMES.get(r['dataset'], r['dataset'])} {r['meta']} {r['entity_f1']:.2f} / {r['bleu']:.2f}"
+        for r in rows
+    ]
+    demos = sorted({int(r["demos"]) for r in rows})
+    turns = sorted({int(r["turns"]) for r in rows})
+    return [
+        "",
+        f"Few-shot SmolLM2 (no fine-tuning, {'/'.join(map(str, demos))} in-context "
+        f"demonstration{'' if demos == [1] else 's'} per turn, "
+        f"first {'/'.join(map(str, turns))} test turns; the Q4_1 GGUF served by llama.cpp, see the "
+        f"chat-LLM section above): {', '.join(parts)} (Entity F1 / BLEU).",
+    ]
+
+
 def seq2seq_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     """What the short BERT2BERT run learned, from its numbers and its training log."""
     row_run = next(((row, r) for row, r in results if row.name.startswith("b2b-")), None)
@@ -318,10 +419,10 @@ def seq2seq_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
             f"Its retriever, trained jointly, fell to Recall@1 {r['recall@1']:.2f} and Recall@6 "
             f"{r['recall@7']:.2f} on these turns, below random order (6 of 7 rows retrieved: "
             f"{600 / 7:.2f}); the warm-up retriever it started from has Recall@1 {warm['recall@1']:.2f} and "
-            f"Recall@5 {warm['recall@5']:.2f} (`{command}`). The run's MML also marginalised over the easy "
-            "negative, the lowest-scored record, which lets it push up whatever the retriever ranks "
-            "last; MML now ranges over the retrieved records only (METHOD.md §3), and the run has not "
-            "been repeated since."
+            f"Recall@5 {warm['recall@5']:.2f} (`{command}`). Its MML marginalised over the easy negative "
+            "too (METHOD.md §4, the default), the lowest-scored record; whether that or the noise of a "
+            "generator that does not yet read its records drove the retriever down is not established "
+            "(`loss.mml_negative: false` is the other variant)."
         )
     if best_turns is not None:
         out.append(
@@ -362,14 +463,29 @@ def warmup_recall(dataset: str) -> dict[str, Any] | None:
 
 
 def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
-    """One sentence per dataset on the w/o-MML ablation, from the numbers, when both runs are here."""
+    """One sentence per dataset and rendering on the w/o-MML ablation, from the numbers, when both
+    runs are here; then the prefix-vs-prompt and negative-in-MML comparisons."""
     out: list[str] = []
-    for dataset, mml, nll in _pairs(results, "ft-prompt-mml", "ft-prompt-nll"):
+    for mode in ("prompt", "prefix"):
+        for dataset, mml, nll in _pairs(results, f"ft-{mode}-mml", f"ft-{mode}-nll"):
+            out.append(
+                f"{DATASET_NAMES.get(dataset, dataset)} SmolLM2 {mode} ablation (same data, steps and seed): "
+                f"with MML {mml['entity_f1']:.2f} / {mml['bleu']:.2f}, without MML {nll['entity_f1']:.2f} / "
+                f"{nll['bleu']:.2f} (Entity F1 / BLEU); Recall@1 {mml['recall@1']:.2f} vs "
+                f"{nll['recall@1']:.2f} (without MML the retriever stays the one the run started from)."
+            )
+    for dataset, prompt, prefix in _pairs(results, "ft-prompt-mml", "ft-prefix-mml"):
         out.append(
-            f"{DATASET_NAMES.get(dataset, dataset)} SmolLM2 ablation (same data, steps and seed): with MML "
-            f"{mml['entity_f1']:.2f} / {mml['bleu']:.2f}, without MML {nll['entity_f1']:.2f} / "
-            f"{nll['bleu']:.2f} (Entity F1 / BLEU); Recall@1 {mml['recall@1']:.2f} vs "
-            f"{nll['recall@1']:.2f} (without MML the retriever stays the one the run started from)."
+            f"{DATASET_NAMES.get(dataset, dataset)} SmolLM2 meta-knowledge rendering (NLL + MML, same "
+            f"steps): prompt {prompt['entity_f1']:.2f} / {prompt['bleu']:.2f}, "
+            f"prefix {prefix['entity_f1']:.2f} / {prefix['bleu']:.2f}."
+        )
+    for dataset, with_neg, without in _pairs(results, "ft-prompt-mml", "ft-prompt-mml-noneg"):
+        out.append(
+            f"{DATASET_NAMES.get(dataset, dataset)} SmolLM2 with the easy negative in the MML set (METHOD.md "
+            f"§4, the default) {with_neg['entity_f1']:.2f} / {with_neg['bleu']:.2f}, with MML over the "
+            f"retrieved records only (`loss.mml_negative: false`) {without['entity_f1']:.2f} / "
+            f"{without['bleu']:.2f}."
         )
     if not out:
         return []
