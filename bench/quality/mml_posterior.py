@@ -1,0 +1,139 @@
+"""Where MML pushes a retriever: the generator's posterior over a turn's records against the retriever's q.
+
+MML's gradient moves the retrieval distribution q (softmax of the scores over a turn's records) towards
+the posterior q_i p(r|c,e_i) / sum_j q_j p(r|c,e_j): the records under which the generator finds the gold
+response likely. That helps only if the posterior favours the records that hold the response's
+entities. This script measures it for a trained checkpoint, on turns whose gold entities are in their
+KB, with the records the training loop would give (top-k with meta knowledge, the easy negative with
+``--negative``):
+
+    python bench/quality/mml_posterior.py --checkpoint runs/camrest-condensed-prompt-cpu/best \
+        --dataset camrest --split dev --limit 100 --negative
+
+and prints one JSON object: the mean mass q and the posterior put on gold records (records holding a
+gold entity), how often each one's top record is gold, and the share of gold records among the
+records (what a uniform distribution would put on them). Posterior gold mass below q's means MML
+teaches the retriever to move away from the records the response needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from mktod.checkpoint import load_pipeline
+from mktod.cli_common import offline_data_paths
+from mktod.datasets import get_loader
+from mktod.generators.base import GeneratorInput
+from mktod.meta import TaggedRecord
+from mktod.metrics import normalize
+from mktod.retriever import Retriever
+from mktod.train_data import TrainExample, build_examples, record_scores, retrieve_records
+
+
+def gold_mask(records: Sequence[Sequence[TaggedRecord]], gold: Sequence[set[str]]) -> torch.Tensor:
+    """[B, K] True where a turn's record holds one of its gold entities (values compared normalised)."""
+    k = max((len(turn) for turn in records), default=1)
+    mask = torch.zeros(len(records), max(k, 1), dtype=torch.bool)
+    for b, turn in enumerate(records):
+        for i, tagged in enumerate(turn):
+            mask[b, i] = any(normalize(v) in gold[b] for v in tagged.record.values)
+    return mask
+
+
+def posterior_stats(
+    scores: torch.Tensor, single: torch.Tensor, mask: torch.Tensor, gold: torch.Tensor, temperature: float
+) -> dict[str, list[float]]:
+    """Per turn: q and posterior mass on gold records, whether each top record is gold, gold share."""
+    neg = torch.finfo(scores.dtype).min
+    log_q = torch.log_softmax(torch.where(mask, scores / temperature, neg), dim=-1)
+    log_post = torch.log_softmax(torch.where(mask, log_q + single, neg), dim=-1)
+    q, post = log_q.exp() * mask, log_post.exp() * mask
+    pick = torch.arange(len(scores))
+    return {
+        "q_gold_mass": (q * gold).sum(-1).tolist(),
+        "posterior_gold_mass": (post * gold).sum(-1).tolist(),
+        "q_top_is_gold": gold[pick, q.argmax(-1)].float().tolist(),
+        "posterior_top_is_gold": gold[pick, post.argmax(-1)].float().tolist(),
+        "gold_share": ((gold & mask).sum(-1) / mask.sum(-1).clamp(min=1)).tolist(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, required=True, help="a `mktod train` checkpoint folder")
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--split", default="dev")
+    ap.add_argument("--limit", type=int, default=100, help="first N turns that have a gold KB entity")
+    ap.add_argument("--negative", action="store_true", help="add the easy negative, as in training")
+    ap.add_argument(
+        "--temperature", type=float, help="q's temperature (default: the run's loss.mml_temperature)"
+    )
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--cache-dir", type=Path)
+    args = ap.parse_args(argv)
+    paths = offline_data_paths(args)  # before transformers is imported
+
+    config_file = args.checkpoint.parent / "config.yaml"
+    run_config: dict[str, Any] = (
+        yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    )
+    temperature = args.temperature or float(run_config.get("loss", {}).get("mml_temperature", 1.0))
+    pipeline = load_pipeline(args.checkpoint)
+    if not isinstance(pipeline.retriever, Retriever):
+        sys.exit(
+            f"{args.checkpoint}: MML needs a dense retriever, this pipeline has {type(pipeline.retriever)}"
+        )
+    meta = replace(pipeline.meta, use_negative=args.negative)
+    split = get_loader(args.dataset).load_split(args.split, paths)
+    examples = build_examples(split, None)
+    turns = [turn for dialogue in split.dialogues for turn in dialogue.turns]
+    chosen: list[tuple[TrainExample, set[str]]] = []
+    for example, turn in zip(examples, turns, strict=True):
+        kb_values = {normalize(v) for record in example.kb for v in record.values}
+        gold = {normalize(e) for e in turn.gold_entities} & kb_values
+        if gold:
+            chosen.append((example, gold))
+    chosen = chosen[: args.limit]
+
+    stats: dict[str, list[float]] = {}
+    pipeline.retriever.encoder.eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, len(chosen), args.batch_size), desc="turns", unit="batch"):
+            part = chosen[start : start + args.batch_size]
+            batch = [example for example, _ in part]
+            records = retrieve_records(pipeline.retriever, batch, pipeline.config.k, meta)
+            inputs = [GeneratorInput(ex.context, recs) for ex, recs in zip(batch, records, strict=True)]
+            lik = pipeline.generator.joint_and_single_logprobs(inputs, [ex.response for ex in batch])
+            scores, mask = record_scores(pipeline.retriever, [ex.query for ex in batch], records)
+            gold = gold_mask(records, [g for _, g in part])
+            for key, values in posterior_stats(
+                scores.float().cpu(), lik.single.float().cpu(), mask.cpu() & lik.mask.cpu(), gold, temperature
+            ).items():
+                stats.setdefault(key, []).extend(values)
+    n = len(chosen)
+    summary = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": args.dataset,
+        "split": args.split,
+        "turns": n,
+        "negative": args.negative,
+        "temperature": temperature,
+        **{key: round(100 * sum(values) / n, 2) if n else None for key, values in stats.items()},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
