@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -266,6 +267,23 @@ def distinct_share(run: dict[str, Any]) -> float | None:
     return 100.0 * len(set(lines)) / len(lines) if lines else None
 
 
+def _share(run: dict[str, Any], test: Any) -> float | None:
+    lines = responses(run)
+    return 100.0 * sum(1 for line in lines if test(line)) / len(lines) if lines else None
+
+
+def echoes_context(line: str) -> bool:
+    """A response that speaks a dialogue turn's speaker tag (``user:``, as the context is written):
+    it repeats the context or runs on into an invented next turn instead of ending."""
+    return bool(re.search(r"\b(user|system) ?:", line))
+
+
+def copies_record(line: str) -> bool:
+    """A response that reproduces a record as the generator was given it: a meta-knowledge phrase or
+    tag, or a linearised record (``name x ; area y ; ...``) instead of a reply."""
+    return "recalled:" in line or "-entity>" in line or line.count(" ; ") >= 2
+
+
 def common_responses(run: dict[str, Any], n: int) -> list[str]:
     return [text for text, _ in Counter(responses(run)).most_common(n)]
 
@@ -274,20 +292,21 @@ def table(dataset: str, results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     lines = [
         f"### {DATASET_NAMES.get(dataset, dataset)}",
         "",
-        "| generator | training | turns | Entity F1 | BLEU | Recall@1 | distinct responses | wall (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| generator | training | turns | Entity F1 | BLEU | Recall@1 | distinct responses | "
+        "echoes context | copies a record | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, r in results:
         if row.dataset != dataset:
             continue
-        distinct = distinct_share(r)
+        shares = [distinct_share(r), _share(r, echoes_context), _share(r, copies_record)]
+        shown = " | ".join("" if v is None else f"{v:.0f}%" for v in shares)
         lines.append(
             f"| {row.label} | {'none' if row.training == 'none' else 'see below'} | {r['turns']} | "
-            f"{r['entity_f1']:.2f} | {r['bleu']:.2f} | {r['recall@1']:.2f} | "
-            f"{'' if distinct is None else f'{distinct:.0f}%'} | {r['wall_s']:.0f} |"
+            f"{r['entity_f1']:.2f} | {r['bleu']:.2f} | {r['recall@1']:.2f} | {shown} | {r['wall_s']:.0f} |"
         )
     for label, f1, bleu in PAPER.get(dataset, []):
-        lines.append(f"| paper: {label} | full train set | all | {f1:.2f} | {bleu:.2f} | | | |")
+        lines.append(f"| paper: {label} | full train set | all | {f1:.2f} | {bleu:.2f} | | | | | |")
     return [*lines, ""]
 
 
@@ -304,7 +323,10 @@ def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
         "or, for SMD, the bundled sentence encoder as it comes, for the untuned rows; the jointly trained",
         "one for the fine-tuned rows. Recall@1 is over the retrieved records of a condensed KB (CamRest",
         "and MWOZ retrieve 6, SMD 8 of at most 8). *distinct responses*: the share of different responses",
-        "among a row's predictions; a generator that ignores its input scores low.",
+        "among a row's predictions; a generator that ignores its input scores low. *echoes context*: the",
+        "share of responses that contain a speaker tag (`user:`), i.e. repeat the dialogue context or run",
+        "on into an invented next turn; *copies a record*: the share that reproduce a record as the",
+        "generator was given it (a meta-knowledge phrase or tag, or `name x ; area y ; ...`).",
         "",
     ]
     for dataset in datasets:
@@ -314,11 +336,11 @@ def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
         "training turns; the paper trains 1,500 steps of 64 turns on a GPU), so the rows prove each path",
         "end to end and show the direction of fine-tuning, not the method's ceiling. On 100 turns (about",
         "18 dialogues) a difference of a few points is within sampling noise. The untuned SmolLM2 does",
-        "not answer: with no meta knowledge it mostly repeats the dialogue context (see its",
-        "predictions.txt), which scores the entities a reference repeats from the context; with the",
-        "prompt rendering it copies the records it was given (which is where its SMD Entity F1 comes",
-        "from: the records hold the entities). The paper's rows use the full test set and",
-        "T5-Base (or ChatGPT).",
+        "not answer: with no meta knowledge it mostly repeats the dialogue context (*echoes context*),",
+        "which scores the entities a reference repeats from the context; with the prompt rendering it",
+        "copies the records it was given (*copies a record*; which is where its SMD Entity F1 comes",
+        "from: the records hold the entities). Fine-tuning is what makes it reply. The paper's rows use",
+        "the full test set and T5-Base (or ChatGPT).",
         *finding_lines(results),
         *few_shot_lines(),
         *ablation_lines(results),
