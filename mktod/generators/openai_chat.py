@@ -16,26 +16,20 @@ Robustness, all of it done here rather than inside the client so that it is test
   URL, model, messages, temperature, max_tokens, seed, stop), written atomically; an interrupted evaluation
   resumes where it stopped and a repeated one sends no request at all.
 
+The request key, cache, answer parsing and retry timing live in :mod:`mktod.generators.openai_wire`.
 Library code reads no environment variable: the caller passes the API key (the CLI reads
 ``$OPENAI_API_KEY``); without one a placeholder is sent, which local servers ignore.
 """
 
 from __future__ import annotations
 
-import email.utils
-import hashlib
-import json
 import logging
-import os
 import random
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -43,6 +37,15 @@ import torch
 
 from mktod.errors import ConfigError, GeneratorUnavailable
 from mktod.generators.base import GeneratorConfig, GeneratorInput, register_generator
+from mktod.generators.openai_wire import (
+    MalformedResponse,
+    ResponseCache,
+    backoff_delay,
+    clean_reply,
+    parse_completion,
+    request_key,
+    retry_after_seconds,
+)
 from mktod.generators.prompts import DemonstrationPool, Message, build_messages, spoken
 from mktod.meta import MetaConfig, MetaMode
 
@@ -51,10 +54,6 @@ logger = logging.getLogger(__name__)
 _NO_KEY = "no-key"  # sent when no key is given; the official client refuses to start without one
 _RETRY_STATUSES = frozenset({408, 409, 429})
 _SNIPPET = 120
-
-
-class MalformedResponse(Exception):
-    """The server answered 2xx with something that is not a chat completion (retried, then reported)."""
 
 
 @dataclass(frozen=True)
@@ -104,127 +103,6 @@ class ChatStats:
     requests: int  # HTTP attempts sent
     cache_hits: int
     retries: int
-
-
-# ---------------------------------------------------------------------------------------------- cache
-
-
-def request_key(base_url: str, body: Mapping[str, Any]) -> str:
-    """SHA-256 of the request as sent (canonical JSON), so any change of prompt or setting misses."""
-    canonical = json.dumps({"base_url": base_url, "body": body}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-class ResponseCache:
-    """One JSON file per request under ``directory/ab/abcdef....json``, written atomically."""
-
-    def __init__(self, directory: Path | str) -> None:
-        self.directory = Path(directory)
-
-    def path(self, key: str) -> Path:
-        return self.directory / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> str | None:
-        path = self.path(key)
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            logger.warning("ignoring unreadable cache entry %s (%s); asking the server again", path, exc)
-            return None
-        content = entry.get("response") if isinstance(entry, dict) else None
-        return content if isinstance(content, str) else None
-
-    def put(self, key: str, body: Mapping[str, Any], content: str) -> None:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        entry = {
-            "key": key,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "request": body,
-            "response": content,
-        }
-        # Write beside the target and rename: a reader (or a resumed run) never sees half a file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(entry, fh, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-# ------------------------------------------------------------------------------------ answer parsing
-
-
-def parse_completion(text: str) -> str:
-    """The first choice's message content of a chat-completion JSON body, or MalformedResponse."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedResponse(f"invalid JSON ({exc.msg} at char {exc.pos}): {text[:_SNIPPET]!r}") from None
-    if not isinstance(data, dict):
-        raise MalformedResponse(f"expected a JSON object, got {type(data).__name__}")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices:
-        error = data.get("error")
-        detail = f"; server error: {str(error)[:_SNIPPET]}" if error else ""
-        raise MalformedResponse(f"the answer has no choices{detail}")
-    first = choices[0]
-    message = first.get("message") if isinstance(first, dict) else None
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, str):
-        raise MalformedResponse("choices[0].message.content is missing or not a string")
-    return content
-
-
-_ROLE_LABELS = ("system:", "assistant:", "response:", "system response:")
-
-
-def clean_reply(text: str) -> str:
-    """The response alone: no leading role label, nothing from an invented next user turn on."""
-    lines: list[str] = []
-    for line in text.strip().splitlines():
-        if line.strip().lower().startswith("user:"):
-            break
-        lines.append(line)
-    reply = " ".join(" ".join(lines).split())
-    lowered = reply.lower()
-    for label in sorted(_ROLE_LABELS, key=len, reverse=True):
-        if lowered.startswith(label):
-            return reply[len(label) :].strip()
-    return reply
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds asked by ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if any."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        if "retry-after-ms" in lowered:
-            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
-        if "retry-after" in lowered:
-            value = lowered["retry-after"].strip()
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                when = email.utils.parsedate_to_datetime(value)
-                return max(0.0, when.timestamp() - time.time())
-    except (ValueError, TypeError):
-        return None
-    return None
-
-
-def backoff_delay(
-    attempt: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None
-) -> float:
-    """Wait before retry ``attempt`` (0-based): the server's Retry-After, else capped exponential with
-    jitter in [d/2, d] so that many clients rate-limited together do not retry in lockstep."""
-    if retry_after is not None:
-        return min(retry_after, cap)
-    ceiling = min(cap, base * 2.0**attempt)
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 # ------------------------------------------------------------------------------------------ generator

@@ -17,11 +17,9 @@ from openai_server import FakeOpenAIServer, closed_port_url
 
 from mktod.errors import ConfigError
 from mktod.generators.base import GeneratorConfig, GeneratorInput, build_generator
-from mktod.generators.openai_chat import (
-    GeneratorUnavailable,
+from mktod.generators.openai_chat import GeneratorUnavailable, OpenAIChatGenerator, OpenAIConfig
+from mktod.generators.openai_wire import (
     MalformedResponse,
-    OpenAIChatGenerator,
-    OpenAIConfig,
     backoff_delay,
     clean_reply,
     parse_completion,
