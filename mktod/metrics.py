@@ -304,13 +304,7 @@ def evaluate_responses(
     on the others, and what makes a reference score 100 against itself. (Q-TOD's script splits only
     the predictions; the two differ on those 37 turns alone.)
     """
-    name = _check_dataset(dataset)
-    if vocab.dataset != name:
-        raise ValueError(f"entity vocabulary is for {vocab.dataset}, not {name}")
-    _check_lengths(preds, refs)
-    if name == "mwoz":
-        preds = [split_punctuation(normalize(p)) for p in preds]
-        refs = [split_punctuation(normalize(r)) for r in refs]
+    preds, refs = _scoring_form(dataset, preds, refs, vocab)
     entities = entity_f1(
         [extract_entities(p, vocab) for p in preds], [extract_entities(r, vocab) for r in refs]
     )
@@ -325,6 +319,33 @@ def evaluate_responses(
         fp=entities.fp,
         fn=entities.fn,
     )
+
+
+def _scoring_form(
+    dataset: str, preds: Sequence[str], refs: Sequence[str], vocab: EntityVocab
+) -> tuple[Sequence[str], Sequence[str]]:
+    """Predictions and references as they are scored (MWOZ: punctuation-split, see evaluate_responses)."""
+    name = _check_dataset(dataset)
+    if vocab.dataset != name:
+        raise ValueError(f"entity vocabulary is for {vocab.dataset}, not {name}")
+    _check_lengths(preds, refs)
+    if name == "mwoz":
+        return [split_punctuation(normalize(p)) for p in preds], [
+            split_punctuation(normalize(r)) for r in refs
+        ]
+    return preds, refs
+
+
+def turn_entity_counts(
+    dataset: str, preds: Sequence[str], refs: Sequence[str], vocab: EntityVocab
+) -> list[EntityCounts]:
+    """Each turn's entity TP/FP/FN exactly as :func:`evaluate_responses` counts them (their sums are its
+    ``tp``/``fp``/``fn``): what a per-turn analysis such as a bootstrap over dialogues resamples."""
+    preds, refs = _scoring_form(dataset, preds, refs, vocab)
+    return [
+        entity_counts(extract_entities(p, vocab), extract_entities(r, vocab))
+        for p, r in zip(preds, refs, strict=True)
+    ]
 
 
 def _check_lengths(preds: Sequence[object], refs: Sequence[object]) -> None:
