@@ -89,6 +89,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two predictions files on the same turns: their scores and the Entity F1 difference's interval."""
+    from mktod.evaluate import compare_files
+
+    result = compare_files(
+        args.dataset,
+        args.split,
+        Path(args.first),
+        Path(args.second),
+        data_paths(args),
+        limit=args.limit,
+        draws=args.draws,
+        seed=args.seed,
+    )
+    _print_json({k: _rounded(v) for k, v in result.items()})
+    return 0
+
+
+def _rounded(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 2)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from mktod.baseline import run_baseline
 
@@ -136,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_generator_arguments(ev)
     add_checkpoint_arguments(ev)
     ev.set_defaults(handler=cmd_evaluate)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="score two predictions files on the same turns and bootstrap their Entity F1 difference",
+    )
+    add_path_options(cmp)
+    cmp.add_argument("--dataset", required=True, choices=DATASETS)
+    cmp.add_argument("--split", required=True, choices=["dev", "test"])
+    cmp.add_argument("first", help="predictions file of system A")
+    cmp.add_argument("second", help="predictions file of system B (the difference is A - B)")
+    cmp.add_argument("--limit", type=int, help="the files hold only the first N system turns")
+    cmp.add_argument("--draws", type=int, default=2000, help="bootstrap redraws of the dialogues")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.set_defaults(handler=cmd_compare)
 
     bl = sub.add_parser("baseline", help="write predictions of the retrieve-and-fill baseline")
     add_path_options(bl)

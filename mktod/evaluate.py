@@ -66,6 +66,64 @@ def evaluate_file(dataset: str, split_name: str, predictions_path: Path, paths: 
     return score_predictions(split, read_predictions(predictions_path), vocab, source=str(predictions_path))
 
 
+def compare_files(
+    dataset: str,
+    split_name: str,
+    first: Path,
+    second: Path,
+    paths: DataPaths,
+    limit: int | None = None,
+    draws: int = 2000,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Both predictions files scored, and F1(first) - F1(second) with a paired bootstrap interval over
+    the split's dialogues (:mod:`mktod.significance`). ``limit``: the files hold the first N turns only
+    (as `mktod evaluate --limit N` writes them)."""
+    from mktod.metrics import turn_entity_counts
+    from mktod.significance import paired_bootstrap_f1
+
+    loader = get_loader(dataset)
+    split = loader.load_split(split_name, paths)
+    vocab = EntityVocab.from_file(dataset, loader.entity_file(paths))
+    turns = list(split.iter_turns())
+    if limit is not None:
+        if limit < 1:
+            raise DataError("--limit", f"must be a positive number of turns, got {limit}")
+        turns = turns[:limit]
+    refs = [turn.response for _, _, turn in turns]
+    scored = []
+    for path in (first, second):
+        preds = read_predictions(path)
+        if len(preds) != len(refs):
+            hint = "" if limit is not None else "; pass --limit N if the file holds only the first N turns"
+            raise DataError(
+                path,
+                f"has {len(preds)} predictions for {len(refs)} system turns of {dataset} {split_name}{hint}",
+            )
+        scored.append(
+            (evaluate_responses(dataset, preds, refs, vocab), turn_entity_counts(dataset, preds, refs, vocab))
+        )
+    groups = [dialogue.id for dialogue, _, _ in turns]
+    result = paired_bootstrap_f1(scored[0][1], scored[1][1], groups, draws=draws, seed=seed)
+    return {
+        "dataset": dataset,
+        "split": split_name,
+        "turns": len(refs),
+        "dialogues": result.groups,
+        "first": {"predictions": str(first), "entity_f1": scored[0][0].entity_f1, "bleu": scored[0][0].bleu},
+        "second": {
+            "predictions": str(second),
+            "entity_f1": scored[1][0].entity_f1,
+            "bleu": scored[1][0].bleu,
+        },
+        "entity_f1_difference": result.difference,
+        "interval": [result.low, result.high],
+        "confidence": result.confidence,
+        "draws": result.draws,
+        "excludes_zero": result.excludes_zero,
+    }
+
+
 # --- generating and scoring with a pipeline ----------------------------------------------------
 
 

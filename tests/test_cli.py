@@ -143,3 +143,30 @@ def test_env_var_sets_data_dir(
     code, _, err = run(capsys, "evaluate", "--dataset", "smd", "--split", "dev", "--predictions", str(preds))
     assert code == 2
     assert str(tmp_path / "from-env") in err
+
+
+@pytest.mark.data
+def test_compare_bootstraps_the_entity_f1_difference(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    split = get_loader("camrest").load_split("test", DataPaths(data_dir, tmp_path))
+    refs = references(split)[:100]
+    gold, blank = tmp_path / "gold.txt", tmp_path / "blank.txt"
+    write_predictions(gold, refs)
+    write_predictions(blank, ["i am sorry"] * len(refs))
+    args = ["compare", "--dataset", "camrest", "--split", "test", "--data-dir", str(data_dir)]
+
+    code, out, _ = run(capsys, *args, "--limit", "100", str(gold), str(gold))
+    assert code == 0
+    same = json.loads(out)
+    assert same["entity_f1_difference"] == 0.0 and same["interval"] == [0.0, 0.0]
+    assert same["turns"] == 100 and same["dialogues"] > 1 and not same["excludes_zero"]
+
+    code, out, _ = run(capsys, *args, "--limit", "100", str(gold), str(blank))
+    better = json.loads(out)
+    assert code == 0 and better["first"]["entity_f1"] == 100.0 and better["second"]["entity_f1"] == 0.0
+    assert better["entity_f1_difference"] == 100.0 and better["excludes_zero"]
+
+    code, out, err = run(capsys, *args, str(gold), str(blank))  # 100 lines, but no --limit
+    assert code == 2 and out == ""
+    assert "has 100 predictions for 539 system turns of camrest test; pass --limit N" in err
