@@ -103,7 +103,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         draws=args.draws,
         seed=args.seed,
     )
-    _print_json({k: _rounded(v) for k, v in result.items()})
+    _print_json({k: _rounded(v) for k, v in result.as_json().items()})
     return 0
 
 

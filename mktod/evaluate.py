@@ -12,7 +12,15 @@ from tqdm import tqdm
 
 from mktod.datasets import DataPaths, get_loader
 from mktod.errors import DataError, GeneratorUnavailable
-from mktod.metrics import EntityVocab, RecallScores, ResponseScores, evaluate_responses, recall_at_k
+from mktod.metrics import (
+    EntityVocab,
+    RecallScores,
+    ResponseScores,
+    evaluate_responses,
+    recall_at_k,
+    turn_entity_counts,
+)
+from mktod.significance import PairedDifference, paired_bootstrap_f1
 from mktod.types import KB, Reply, Split, TaggedRecord
 
 if TYPE_CHECKING:
@@ -66,6 +74,35 @@ def evaluate_file(dataset: str, split_name: str, predictions_path: Path, paths: 
     return score_predictions(split, read_predictions(predictions_path), vocab, source=str(predictions_path))
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Two predictions files scored on the same turns, and their Entity F1 difference (first - second)."""
+
+    dataset: str
+    split: str
+    files: tuple[Path, Path]
+    scores: tuple[ResponseScores, ResponseScores]
+    difference: PairedDifference
+
+    def as_json(self) -> dict[str, object]:
+        d = self.difference
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "turns": self.scores[0].turns,
+            "dialogues": d.groups,
+            **{
+                key: {"predictions": str(path), "entity_f1": score.entity_f1, "bleu": score.bleu}
+                for key, path, score in zip(("first", "second"), self.files, self.scores, strict=True)
+            },
+            "entity_f1_difference": d.difference,
+            "interval": [d.low, d.high],
+            "confidence": d.confidence,
+            "draws": d.draws,
+            "excludes_zero": d.excludes_zero,
+        }
+
+
 def compare_files(
     dataset: str,
     split_name: str,
@@ -75,13 +112,10 @@ def compare_files(
     limit: int | None = None,
     draws: int = 2000,
     seed: int = 0,
-) -> dict[str, object]:
+) -> Comparison:
     """Both predictions files scored, and F1(first) - F1(second) with a paired bootstrap interval over
     the split's dialogues (:mod:`mktod.significance`). ``limit``: the files hold the first N turns only
     (as `mktod evaluate --limit N` writes them)."""
-    from mktod.metrics import turn_entity_counts
-    from mktod.significance import paired_bootstrap_f1
-
     loader = get_loader(dataset)
     split = loader.load_split(split_name, paths)
     vocab = EntityVocab.from_file(dataset, loader.entity_file(paths))
@@ -91,37 +125,18 @@ def compare_files(
             raise DataError("--limit", f"must be a positive number of turns, got {limit}")
         turns = turns[:limit]
     refs = [turn.response for _, _, turn in turns]
-    scored = []
+    scores, counts = [], []
     for path in (first, second):
         preds = read_predictions(path)
         if len(preds) != len(refs):
             hint = "" if limit is not None else "; pass --limit N if the file holds only the first N turns"
-            raise DataError(
-                path,
-                f"has {len(preds)} predictions for {len(refs)} system turns of {dataset} {split_name}{hint}",
-            )
-        scored.append(
-            (evaluate_responses(dataset, preds, refs, vocab), turn_entity_counts(dataset, preds, refs, vocab))
-        )
+            where = f"{len(refs)} system turns of {dataset} {split_name}"
+            raise DataError(path, f"has {len(preds)} predictions for {where}{hint}")
+        scores.append(evaluate_responses(dataset, preds, refs, vocab))
+        counts.append(turn_entity_counts(dataset, preds, refs, vocab))
     groups = [dialogue.id for dialogue, _, _ in turns]
-    result = paired_bootstrap_f1(scored[0][1], scored[1][1], groups, draws=draws, seed=seed)
-    return {
-        "dataset": dataset,
-        "split": split_name,
-        "turns": len(refs),
-        "dialogues": result.groups,
-        "first": {"predictions": str(first), "entity_f1": scored[0][0].entity_f1, "bleu": scored[0][0].bleu},
-        "second": {
-            "predictions": str(second),
-            "entity_f1": scored[1][0].entity_f1,
-            "bleu": scored[1][0].bleu,
-        },
-        "entity_f1_difference": result.difference,
-        "interval": [result.low, result.high],
-        "confidence": result.confidence,
-        "draws": result.draws,
-        "excludes_zero": result.excludes_zero,
-    }
+    difference = paired_bootstrap_f1(counts[0], counts[1], groups, draws=draws, seed=seed)
+    return Comparison(dataset, split_name, (first, second), (scores[0], scores[1]), difference)
 
 
 # --- generating and scoring with a pipeline ----------------------------------------------------

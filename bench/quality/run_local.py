@@ -27,11 +27,10 @@ from typing import Any
 
 import yaml
 
-from mktod.datasets import DataPaths, get_loader
-from mktod.evaluate import read_predictions
-from mktod.metrics import EntityCounts, EntityVocab, turn_entity_counts
+from mktod.datasets import DataPaths
+from mktod.evaluate import compare_files
 from mktod.paths import default_cache_dir, default_data_dir
-from mktod.significance import PairedDifference, paired_bootstrap_f1
+from mktod.significance import PairedDifference
 from mktod.sysinfo import cpu_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -489,33 +488,24 @@ def warmup_recall(dataset: str) -> dict[str, Any] | None:
     return scores
 
 
-def turn_counts(run: dict[str, Any]) -> tuple[list[EntityCounts], list[str]] | None:
-    """A run's per-turn entity counts (scored as `mktod evaluate` scores them) and each turn's
-    dialogue id, from its predictions.txt and records.jsonl; None if either file is missing."""
-    predictions, records = ROOT / str(run.get("predictions", "")), ROOT / str(run.get("records", ""))
-    if not predictions.is_file() or not records.is_file():
-        return None
-    rows = [json.loads(line) for line in records.read_text(encoding="utf-8").splitlines() if line]
-    preds = read_predictions(predictions)
-    dataset = str(run["dataset"])
-    if dataset not in _VOCABS:
-        paths = DataPaths(default_data_dir(), default_cache_dir())
-        _VOCABS[dataset] = EntityVocab.from_file(dataset, get_loader(dataset).entity_file(paths))
-    counts = turn_entity_counts(dataset, preds, [r["reference"] for r in rows], _VOCABS[dataset])
-    return counts, [f"{r['dialogue']}" for r in rows]
-
-
-_VOCABS: dict[str, EntityVocab] = {}
 # Every comparison written (what, first run's name, second run's name, result), for the closing lines.
 _DIFFERENCES: list[tuple[str, str, str, PairedDifference]] = []
 
 
 def difference_note(what: str, a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
-    """'; Entity F1 difference +x.xx [lo, hi]' from a paired bootstrap over the test dialogues, or ''."""
-    ca, cb = turn_counts(a), turn_counts(b)
-    if ca is None or cb is None or ca[1] != cb[1]:  # not the same turns: no paired comparison
+    """'; Entity F1 difference +x.xx [lo, hi]' from `mktod compare`'s paired bootstrap over the test
+    dialogues, or '' when the two runs did not score the same turns."""
+    if (a["dataset"], a["split"], a["turns"]) != (b["dataset"], b["split"], b["turns"]):
         return ""
-    result = paired_bootstrap_f1(ca[0], cb[0], ca[1])
+    paths = DataPaths(default_data_dir(), default_cache_dir())
+    result = compare_files(
+        str(a["dataset"]),
+        str(a["split"]),
+        ROOT / str(a["predictions"]),
+        ROOT / str(b["predictions"]),
+        paths,
+        limit=int(a["turns"]),
+    ).difference
     _DIFFERENCES.append((what, name_a, name_b, result))
     return (
         f"; Entity F1 difference {result.difference:+.2f}, 95% interval [{result.low:+.2f}, "
