@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -488,80 +488,84 @@ def warmup_recall(dataset: str) -> dict[str, Any] | None:
     return scores
 
 
-# Every comparison written (what, first run's name, second run's name, result), for the closing lines.
-_DIFFERENCES: list[tuple[str, str, str, PairedDifference]] = []
-
-
-def difference_note(what: str, a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
-    """'; Entity F1 difference +x.xx [lo, hi]' from `mktod compare`'s paired bootstrap over the test
-    dialogues, or '' when the two runs did not score the same turns."""
+def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> PairedDifference | None:
+    """F1(a) - F1(b) with `mktod compare`'s paired bootstrap over the test dialogues; None when the
+    two runs did not score the same turns."""
     if (a["dataset"], a["split"], a["turns"]) != (b["dataset"], b["split"], b["turns"]):
-        return ""
-    paths = DataPaths(default_data_dir(), default_cache_dir())
-    result = compare_files(
+        return None
+    return compare_files(
         str(a["dataset"]),
         str(a["split"]),
         ROOT / str(a["predictions"]),
         ROOT / str(b["predictions"]),
-        paths,
+        DataPaths(default_data_dir(), default_cache_dir()),
         limit=int(a["turns"]),
     ).difference
-    _DIFFERENCES.append((what, name_a, name_b, result))
-    return (
-        f"; Entity F1 difference {result.difference:+.2f}, 95% interval [{result.low:+.2f}, "
-        f"{result.high:+.2f}]"
-    )
+
+
+class Pairing(NamedTuple):
+    """A comparison quality.md states when both rows are there (the first run minus the second)."""
+
+    first: str  # row names
+    second: str
+    topic: str  # what is compared, as the sentence and the closing summary name it
+    detail: str  # what is held fixed
+    name_a: str  # how the sentence names each run
+    name_b: str
+
+
+SAME_SEED = "same data, steps and seed"
+SAME_STEPS = "NLL + MML, same steps"
+PAIRINGS = (
+    Pairing("ft-prompt-mml", "ft-prompt-nll", "prompt ablation", SAME_SEED, "with MML", "without MML"),
+    Pairing("ft-prefix-mml", "ft-prefix-nll", "prefix ablation", SAME_SEED, "with MML", "without MML"),
+    Pairing("ft-prompt-mml", "ft-prefix-mml", "meta-knowledge rendering", SAME_STEPS, "prompt", "prefix"),
+    Pairing(
+        "ft-prompt-mml",
+        "ft-prompt-mml-noneg",
+        "easy negative",
+        SAME_STEPS,
+        "in the MML set (METHOD.md §4, the default)",
+        "MML over the retrieved records only (`loss.mml_negative: false`)",
+    ),
+)
 
 
 def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
-    """One sentence per dataset and rendering on the w/o-MML ablation, from the numbers, when both
-    runs are here; then the prefix-vs-prompt and negative-in-MML comparisons. Each carries the
-    Entity F1 difference with its paired-bootstrap interval."""
-    _DIFFERENCES.clear()
+    """One sentence per comparison of PAIRINGS and dataset, from the numbers, with the Entity F1
+    difference and its paired-bootstrap interval; then what the intervals say together."""
     out: list[str] = []
-    for mode in ("prompt", "prefix"):
-        for dataset, mml, nll in _pairs(results, f"ft-{mode}-mml", f"ft-{mode}-nll"):
+    apart: list[str] = []  # comparisons whose interval excludes 0
+    intervals = 0
+    for p in PAIRINGS:
+        for dataset, a, b in _pairs(results, p.first, p.second):
             name = DATASET_NAMES.get(dataset, dataset)
-            note = difference_note(f"{name} {mode}", mml, "NLL + MML", nll, "NLL only")
+            d = paired_difference(a, b)
+            note = ""
+            if d is not None:
+                intervals += 1
+                interval = f"[{d.low:+.2f}, {d.high:+.2f}]"
+                note = f"; Entity F1 difference {d.difference:+.2f}, 95% interval {interval}"
+                if d.excludes_zero:
+                    ahead = p.name_a if d.difference > 0 else p.name_b
+                    apart.append(f"{name} {p.topic} ({ahead} ahead)")
             out.append(
-                f"{name} SmolLM2 {mode} ablation (same data, steps and seed): "
-                f"with MML {mml['entity_f1']:.2f} / {mml['bleu']:.2f}, without MML {nll['entity_f1']:.2f} / "
-                f"{nll['bleu']:.2f} (Entity F1 / BLEU){note}; Recall@1 {mml['recall@1']:.2f} vs "
-                f"{nll['recall@1']:.2f} (without MML the retriever stays the one the run started from)."
+                f"{name} SmolLM2 {p.topic} ({p.detail}): {p.name_a} {a['entity_f1']:.2f} / "
+                f"{a['bleu']:.2f}, {p.name_b} {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU)"
+                f"{note}; Recall@1 {a['recall@1']:.2f} vs {b['recall@1']:.2f}."
             )
-    for dataset, prompt, prefix in _pairs(results, "ft-prompt-mml", "ft-prefix-mml"):
-        name = DATASET_NAMES.get(dataset, dataset)
-        note = difference_note(f"{name} rendering", prompt, "prompt", prefix, "prefix")
-        out.append(
-            f"{name} SmolLM2 meta-knowledge rendering (NLL + MML, same steps): prompt "
-            f"{prompt['entity_f1']:.2f} / {prompt['bleu']:.2f}, prefix {prefix['entity_f1']:.2f} / "
-            f"{prefix['bleu']:.2f}{note}."
-        )
-    for dataset, with_neg, without in _pairs(results, "ft-prompt-mml", "ft-prompt-mml-noneg"):
-        name = DATASET_NAMES.get(dataset, dataset)
-        note = difference_note(f"{name} negative", with_neg, "negative in MML", without, "retrieved only")
-        out.append(
-            f"{name} SmolLM2 with the easy negative in the MML set (METHOD.md §4, the default) "
-            f"{with_neg['entity_f1']:.2f} / {with_neg['bleu']:.2f}, with MML over the retrieved records "
-            f"only (`loss.mml_negative: false`) {without['entity_f1']:.2f} / {without['bleu']:.2f}{note}."
-        )
     if not out:
         return []
-    apart = [
-        f"{what} ({name_a if d.difference > 0 else name_b} ahead)"
-        for what, name_a, name_b, d in _DIFFERENCES
-        if d.excludes_zero
-    ]
     if not apart:
         verdict = [
-            f"None of the {len(_DIFFERENCES)} Entity F1 intervals excludes 0: at this scale (120 to 240",
+            f"None of the {intervals} Entity F1 intervals excludes 0: at this scale (120 to 240",
             "training turns, 100 test turns) the runs do not tell MML from NLL only, or one rendering from",
             "the other; the full-size runs of configs/*-smollm2.yaml are what can confirm or contradict",
             "the paper's direction.",
         ]
     else:
         verdict = [
-            f"{len(apart)} of the {len(_DIFFERENCES)} Entity F1 intervals exclude 0: {', '.join(apart)}.",
+            f"{len(apart)} of the {intervals} Entity F1 intervals exclude 0: {', '.join(apart)}.",
             "Among this many comparisons one such interval is also what chance alone often gives, and these",
             "are short runs (120 to 240 training turns); the full-size runs of configs/*-smollm2.yaml are",
             "what can confirm or contradict the paper's direction (MML above NLL only).",
@@ -571,7 +575,8 @@ def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
         *out,
         "",
         "Each difference is the first run minus the second, with a 95% interval from a paired",
-        "bootstrap over the test dialogues (2000 redraws of whole dialogues; `mktod.significance`).",
+        "bootstrap over the test dialogues (2000 redraws of whole dialogues; `mktod compare`). Without",
+        "MML the retriever gets no gradient, so its Recall@1 is that of the retriever the run started from.",
         *verdict,
     ]
 
