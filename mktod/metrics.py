@@ -221,7 +221,8 @@ def entity_counts(pred_entities: Sequence[str], ref_entities: Sequence[str]) -> 
     return EntityCounts(tp, len(pred - ref), len(ref_entities) - tp)
 
 
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+def f1_precision_recall(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Micro F1, precision and recall (0-100) from summed counts; 0 where undefined."""
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -248,7 +249,7 @@ def entity_f1(pred_entities: Sequence[Sequence[str]], ref_entities: Sequence[Seq
     for pred, ref in zip(pred_entities, ref_entities, strict=True):
         counts = entity_counts(pred, ref)
         tp, fp, fn = tp + counts.tp, fp + counts.fp, fn + counts.fn
-    f1, precision, recall = _prf(tp, fp, fn)
+    f1, precision, recall = f1_precision_recall(tp, fp, fn)
     return EntityScores(f1, precision, recall, tp, fp, fn, sum(1 for ref in ref_entities if ref))
 
 

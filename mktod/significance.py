@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mktod.metrics import EntityCounts
+from mktod.metrics import EntityCounts, f1_precision_recall
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,6 @@ class PairedDifference:
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
-
-
-def _f1(tp: int, fp: int, fn: int) -> float:
-    return 100 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
 def paired_bootstrap_f1(
@@ -66,11 +62,11 @@ def paired_bootstrap_f1(
 
     def difference(chosen: Sequence[list[int]]) -> float:
         s = [sum(row[i] for row in chosen) for i in range(6)]
-        return _f1(s[0], s[1], s[2]) - _f1(s[3], s[4], s[5])
+        return f1_precision_recall(s[0], s[1], s[2])[0] - f1_precision_recall(s[3], s[4], s[5])[0]
 
-    observed = difference(rows)
     if not rows:
         return PairedDifference(0.0, 0.0, 0.0, confidence, draws, 0)
+    observed = difference(rows)
     rng = random.Random(seed)
     samples = sorted(difference(rng.choices(rows, k=len(rows))) for _ in range(draws))
     tail = (1 - confidence) / 2
