@@ -525,7 +525,7 @@ PAIRINGS = (
         "ft-prompt-mml-noneg",
         "easy negative",
         SAME_STEPS,
-        "in the MML set (METHOD.md §4, the default)",
+        "negative in the MML set (METHOD.md §4, the default)",
         "MML over the retrieved records only (`loss.mml_negative: false`)",
     ),
 )
@@ -547,7 +547,7 @@ def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
                 interval = f"[{d.low:+.2f}, {d.high:+.2f}]"
                 note = f"; Entity F1 difference {d.difference:+.2f}, 95% interval {interval}"
                 if d.excludes_zero:
-                    ahead = p.name_a if d.difference > 0 else p.name_b
+                    ahead = (p.name_a if d.difference > 0 else p.name_b).split(" (")[0]
                     apart.append(f"{name} {p.topic} ({ahead} ahead)")
             out.append(
                 f"{name} SmolLM2 {p.topic} ({p.detail}): {p.name_a} {a['entity_f1']:.2f} / "
@@ -566,9 +566,10 @@ def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     else:
         verdict = [
             f"{len(apart)} of the {intervals} Entity F1 intervals exclude 0: {', '.join(apart)}.",
-            "Among this many comparisons one such interval is also what chance alone often gives, and these",
-            "are short runs (120 to 240 training turns); the full-size runs of configs/*-smollm2.yaml are",
-            "what can confirm or contradict the paper's direction (MML above NLL only).",
+            f"Of {intervals} comparisons at 95%, {0.05 * intervals:.2f} would exclude 0 by chance alone on",
+            "average, and these are short runs (120 to 240 training turns); the full-size runs of",
+            "configs/*-smollm2.yaml are what can confirm or contradict the paper's direction (MML above",
+            "NLL only).",
         ]
     return [
         "",
