@@ -611,14 +611,20 @@ def plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.2, 4.2))
-    for label, points in curves.items():
-        ax.plot([s for s, _ in points], [f for _, f in points], marker="o", label=label)
-    ax.set_xlabel("training turns seen (steps x turns per step)")
+    # Runs span 60 to 3,200 training turns: a log axis keeps the short ones readable; the legend goes
+    # below the axes so that it covers no curve, and tab20 gives each of up to 20 runs its own colour.
+    fig, ax = plt.subplots(figsize=(8.0, 4.2 + 0.22 * len(curves)))
+    colours = plt.get_cmap("tab20")
+    for i, (label, points) in enumerate(curves.items()):
+        ax.plot(
+            [s for s, _ in points], [f for _, f in points], marker="o", label=label, color=colours(i % 20)
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("training turns seen (steps x turns per step, log scale)")
     ax.set_ylabel("dev Entity F1")
     ax.set_title("Short CPU training runs")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
