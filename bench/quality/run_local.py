@@ -338,8 +338,9 @@ def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
     lines += [
         "Reading the tables: every fine-tuned row is a **short CPU run** (a few hundred to a few thousand",
         "training turns; the paper trains 1,500 steps of 64 turns on a GPU), so the rows prove each path",
-        "end to end and show the direction of fine-tuning, not the method's ceiling. On 100 turns (about",
-        "18 dialogues) a difference of a few points is within sampling noise. The untuned SmolLM2 does",
+        "end to end and show the direction of fine-tuning, not the method's ceiling. On 100 turns (a few",
+        "dozen dialogues) a difference of a few points is often sampling noise; the intervals below say",
+        "how much. The untuned SmolLM2 does",
         "not answer: with no meta knowledge it mostly repeats the dialogue context (*echoes context*),",
         "which scores the entities a reference repeats from the context; with the prompt rendering it",
         "copies the records it was given (*copies a record*; which is where its SMD Entity F1 comes",
