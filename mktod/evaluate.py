@@ -18,7 +18,7 @@ from mktod.metrics import (
     ResponseScores,
     evaluate_responses,
     recall_at_k,
-    turn_entity_counts,
+    score_turns,
 )
 from mktod.significance import PairedDifference, paired_bootstrap_f1
 from mktod.types import KB, Reply, Split, TaggedRecord
@@ -132,8 +132,9 @@ def compare_files(
             hint = "" if limit is not None else "; pass --limit N if the file holds only the first N turns"
             where = f"{len(refs)} system turns of {dataset} {split_name}"
             raise DataError(path, f"has {len(preds)} predictions for {where}{hint}")
-        scores.append(evaluate_responses(dataset, preds, refs, vocab))
-        counts.append(turn_entity_counts(dataset, preds, refs, vocab))
+        scored, turn_counts = score_turns(dataset, preds, refs, vocab)
+        scores.append(scored)
+        counts.append(turn_counts)
     groups = [dialogue.id for dialogue, _, _ in turns]
     difference = paired_bootstrap_f1(counts[0], counts[1], groups, draws=draws, seed=seed)
     return Comparison(dataset, split_name, (first, second), (scores[0], scores[1]), difference)

@@ -305,11 +305,26 @@ def evaluate_responses(
     on the others, and what makes a reference score 100 against itself. (Q-TOD's script splits only
     the predictions; the two differ on those 37 turns alone.)
     """
-    preds, refs = _scoring_form(dataset, preds, refs, vocab)
-    entities = entity_f1(
-        [extract_entities(p, vocab) for p in preds], [extract_entities(r, vocab) for r in refs]
-    )
-    return ResponseScores(
+    return score_turns(dataset, preds, refs, vocab)[0]
+
+
+def score_turns(
+    dataset: str, preds: Sequence[str], refs: Sequence[str], vocab: EntityVocab
+) -> tuple[ResponseScores, list[EntityCounts]]:
+    """:func:`evaluate_responses`' scores and, from the same entity extraction, each turn's entity
+    TP/FP/FN (their sums are the scores' ``tp``/``fp``/``fn``): what a per-turn analysis such as a
+    bootstrap over dialogues resamples."""
+    name = _check_dataset(dataset)
+    if vocab.dataset != name:
+        raise ValueError(f"entity vocabulary is for {vocab.dataset}, not {name}")
+    _check_lengths(preds, refs)
+    if name == "mwoz":
+        preds = [split_punctuation(normalize(p)) for p in preds]
+        refs = [split_punctuation(normalize(r)) for r in refs]
+    pred_entities = [extract_entities(p, vocab) for p in preds]
+    ref_entities = [extract_entities(r, vocab) for r in refs]
+    entities = entity_f1(pred_entities, ref_entities)
+    scores = ResponseScores(
         bleu=bleu(preds, refs),
         entity_f1=entities.f1,
         entity_precision=entities.precision,
@@ -320,33 +335,7 @@ def evaluate_responses(
         fp=entities.fp,
         fn=entities.fn,
     )
-
-
-def _scoring_form(
-    dataset: str, preds: Sequence[str], refs: Sequence[str], vocab: EntityVocab
-) -> tuple[Sequence[str], Sequence[str]]:
-    """Predictions and references as they are scored (MWOZ: punctuation-split, see evaluate_responses)."""
-    name = _check_dataset(dataset)
-    if vocab.dataset != name:
-        raise ValueError(f"entity vocabulary is for {vocab.dataset}, not {name}")
-    _check_lengths(preds, refs)
-    if name == "mwoz":
-        return [split_punctuation(normalize(p)) for p in preds], [
-            split_punctuation(normalize(r)) for r in refs
-        ]
-    return preds, refs
-
-
-def turn_entity_counts(
-    dataset: str, preds: Sequence[str], refs: Sequence[str], vocab: EntityVocab
-) -> list[EntityCounts]:
-    """Each turn's entity TP/FP/FN exactly as :func:`evaluate_responses` counts them (their sums are its
-    ``tp``/``fp``/``fn``): what a per-turn analysis such as a bootstrap over dialogues resamples."""
-    preds, refs = _scoring_form(dataset, preds, refs, vocab)
-    return [
-        entity_counts(extract_entities(p, vocab), extract_entities(r, vocab))
-        for p, r in zip(preds, refs, strict=True)
-    ]
+    return scores, [entity_counts(p, r) for p, r in zip(pred_entities, ref_entities, strict=True)]
 
 
 def _check_lengths(preds: Sequence[object], refs: Sequence[object]) -> None:

@@ -43,7 +43,7 @@ def paired_bootstrap_f1(
 ) -> PairedDifference:
     """Micro Entity F1 of A minus B over the same turns, with a dialogue-level paired bootstrap.
 
-    ``a[t]`` / ``b[t]``: turn t's counts under each system (:func:`mktod.metrics.turn_entity_counts`);
+    ``a[t]`` / ``b[t]``: turn t's counts under each system (:func:`mktod.metrics.score_turns`);
     ``groups[t]``: the dialogue turn t belongs to. Deterministic for a given ``seed``.
     """
     if not len(a) == len(b) == len(groups):

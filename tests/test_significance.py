@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mktod.metrics import EntityCounts, EntityVocab, evaluate_responses, turn_entity_counts
+from mktod.metrics import EntityCounts, EntityVocab, evaluate_responses, score_turns
 from mktod.significance import paired_bootstrap_f1
 
 HIT, MISS, WRONG = EntityCounts(1, 0, 0), EntityCounts(0, 0, 1), EntityCounts(0, 1, 1)
@@ -14,9 +14,10 @@ def test_turn_counts_add_up_to_the_corpus_scores() -> None:
     vocab = EntityVocab.build("camrest", {"food": ["chinese", "italian"], "name": ["golden_wok"]})
     refs = ["golden_wok serves chinese food", "no italian places", "goodbye"]
     preds = ["golden_wok serves italian food", "there is an italian place", "bye"]
-    counts = turn_entity_counts("camrest", preds, refs, vocab)
+    scored, counts = score_turns("camrest", preds, refs, vocab)
     assert counts == [EntityCounts(1, 1, 1), EntityCounts(1, 0, 0), EntityCounts(0, 0, 0)]
     scores = evaluate_responses("camrest", preds, refs, vocab)
+    assert scored == scores
     assert (scores.tp, scores.fp, scores.fn) == tuple(sum(c[i] for c in counts) for i in range(3))
 
 
