@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -264,15 +265,14 @@ def responses(run: dict[str, Any]) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def distinct_share(run: dict[str, Any]) -> float | None:
+def distinct_share(lines: list[str]) -> float | None:
     """Share of distinct responses among a run's predictions (%): a model that ignores its input
     (the same answer to every turn) shows here before it shows in the scores."""
-    lines = responses(run)
     return 100.0 * len(set(lines)) / len(lines) if lines else None
 
 
-def _share(run: dict[str, Any], test: Any) -> float | None:
-    lines = responses(run)
+def _share(lines: list[str], test: Callable[[str], bool]) -> float | None:
+    """Share (%) of a run's predictions for which ``test`` holds."""
     return 100.0 * sum(1 for line in lines if test(line)) / len(lines) if lines else None
 
 
@@ -303,7 +303,8 @@ def table(dataset: str, results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     for row, r in results:
         if row.dataset != dataset:
             continue
-        shares = [distinct_share(r), _share(r, echoes_context), _share(r, copies_record)]
+        said = responses(r)
+        shares = [distinct_share(said), _share(said, echoes_context), _share(said, copies_record)]
         shown = " | ".join("" if v is None else f"{v:.0f}%" for v in shares)
         lines.append(
             f"| {row.label} | {'none' if row.training == 'none' else 'see below'} | {r['turns']} | "
@@ -429,7 +430,7 @@ def seq2seq_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     dev = dev_curves([row])
     points = next(iter(dev.values()), [])
     best_turns, best_f1 = max(points, key=lambda p: p[1]) if points else (None, None)
-    distinct = distinct_share(r)
+    distinct = distinct_share(responses(r))
     out = [
         "",
         f"The seq2seq path (Fusion-in-Decoder over the BERT2BERT backbone warm-started from MiniLM) on "
