@@ -7,6 +7,12 @@ reused, so an interrupted run resumes; ``--rerun`` evaluates again. Writes the s
 ``quality_local.json`` and ``quality_dev_f1.png`` (dev Entity F1 over training steps, from each training
 run's log.jsonl).
 
+``runs/`` is not kept between machines, so each row's record in ``quality_local.json`` holds everything
+the section derives from the run (scores, the share columns, the most common responses, the dev curve,
+the intervals) and its predictions are copied under ``bench/results/quality_local/``. A row whose run is
+no longer on this machine is taken from that record instead of being dropped; a row evaluated again
+replaces it.
+
     python bench/quality/run_local.py            # every row below
     python bench/quality/run_local.py --only camrest/ft-prompt-mml
 """
@@ -18,11 +24,12 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +44,8 @@ from mktod.sysinfo import cpu_model
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 SECTION = "## Local generators (mktod evaluate --checkpoint)"
+RECORD = RESULTS / "quality_local.json"
+KEPT = RESULTS / "quality_local"  # each row's predictions, so that intervals can be drawn again later
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class Row:
     split: str = "test"
     limit: int | None = 100  # None: the whole split
     batch_size: int = 8
+    backbone: str = ""  # a seq2seq row's backbone (a key of BACKBONES); "" for the SmolLM2 rows
 
 
 ROWS = (
@@ -113,6 +123,20 @@ ROWS = (
         "runs/camrest-condensed-prompt-cpu",
         limit=None,
         batch_size=16,
+        backbone="bert2bert",
+    ),
+    Row(
+        "t5-prompt-mml",
+        "T5-small from scratch FiD, prompt, NLL + MML",
+        "runs/camrest-condensed-prompt-t5-cpu/best",
+        "camrest",
+        "mktod build-backbone --kind t5-scratch --dataset camrest --size small "
+        "--out runs/backbones/camrest-t5-small; "
+        "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml (CPU, 400 steps x 8 turns)",
+        "runs/camrest-condensed-prompt-t5-cpu",
+        limit=None,
+        batch_size=16,
+        backbone="t5-scratch",
     ),
     Row(
         "zs-prompt",
@@ -288,11 +312,96 @@ def copies_record(line: str) -> bool:
     return "recalled:" in line or "-entity>" in line or line.count(" ; ") >= 2
 
 
-def common_responses(run: dict[str, Any], n: int) -> list[str]:
-    return [text for text, _ in Counter(responses(run)).most_common(n)]
+def predictions_file(record: dict[str, Any]) -> Path | None:
+    """The predictions behind a record: the copy kept under bench/results, else the run's own file."""
+    for key in ("kept_predictions", "predictions"):
+        path = ROOT / str(record.get(key, ""))
+        if record.get(key) and path.is_file():
+            return path
+    return None
 
 
-def table(dataset: str, results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
+def dev_curve(row: Row) -> dict[str, Any] | None:
+    """Dev Entity F1 of a row's training run against the training turns seen (runs differ in turns
+    per step, so steps would not compare); None when the run's log is not on this machine."""
+    log = ROOT / row.train_run / "log.jsonl" if row.train_run else None
+    if log is None or not log.is_file():
+        return None
+    config = yaml.safe_load((ROOT / row.train_run / "config.yaml").read_text(encoding="utf-8"))
+    per_step = config["optim"]["batch_size"] * config["optim"]["grad_accum"]
+    points: dict[int, float] = {}  # by step: the last entry wins (a resumed run redid that step)
+    recall: dict[int, float] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if "dev" in entry:
+            turns = int(entry["step"]) * per_step
+            points[turns] = float(entry["dev"]["entity_f1"])
+            if "recall@1" in entry["dev"]:
+                recall[turns] = float(entry["dev"]["recall@1"])
+    if not points:
+        return None
+    limit = config["optim"]["eval_limit"]
+    return {
+        "dev_turns": "all dev turns" if limit is None else f"first {limit} dev turns",
+        "points": sorted(points.items()),
+        "recall@1": sorted(recall.items()),
+    }
+
+
+def measure(row: Row, run: dict[str, Any]) -> dict[str, Any]:
+    """A row's record from its evaluation on this machine: the scores of ``run.json`` and what the
+    section derives from the predictions and the training log. The predictions are copied under
+    bench/results so that a later run of this script can still compare against this row."""
+    said = responses(run)
+    source = predictions_file(run)
+    kept = KEPT / f"{row.dataset}-{row.split}-{row.name}.txt"
+    if source is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, kept)
+    curve = dev_curve(row)
+    best = max(curve["points"], key=lambda p: p[1]) if curve else None
+    return {
+        "row": row.name,
+        "label": row.label,
+        **run,
+        "kept_predictions": str(kept.relative_to(ROOT)) if source is not None else None,
+        "shares": {
+            "distinct": distinct_share(said),
+            "echoes_context": _share(said, echoes_context),
+            "copies_record": _share(said, copies_record),
+        },
+        "common_responses": [text for text, _ in Counter(said).most_common(2)],
+        "dev_curve": curve,
+        "dev_best": list(best) if best else None,
+        "warmup_recall": warmup_recall(row),
+        "machine": machine(),
+    }
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What an earlier run of this script wrote to quality_local.json."""
+
+    rows: dict[tuple[str, str], dict[str, Any]]  # (dataset, row name) -> record
+    comparisons: dict[tuple[str, str, str], dict[str, Any]]  # (dataset, first, second) -> interval
+
+
+def load_recorded(path: Path | None = None) -> Recorded:
+    path = RECORD if path is None else path
+    if not path.is_file():
+        return Recorded({}, {})
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Recorded(
+        {(r["dataset"], r["row"]): r for r in data["rows"]},
+        {(c["dataset"], c["first"], c["second"]): c for c in data["comparisons"]},
+    )
+
+
+Results = list[tuple[Row, dict[str, Any]]]
+Intervals = dict[tuple[str, str, str], PairedDifference]
+
+
+def table(dataset: str, results: Results) -> list[str]:
     lines = [
         f"### {DATASET_NAMES.get(dataset, dataset)}",
         "",
@@ -303,8 +412,7 @@ def table(dataset: str, results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     for row, r in results:
         if row.dataset != dataset:
             continue
-        said = responses(r)
-        shares = [distinct_share(said), _share(said, echoes_context), _share(said, copies_record)]
+        shares = [r["shares"][key] for key in ("distinct", "echoes_context", "copies_record")]
         shown = " | ".join("" if v is None else f"{v:.0f}%" for v in shares)
         lines.append(
             f"| {row.label} | {'none' if row.training == 'none' else 'see below'} | {r['turns']} | "
@@ -315,7 +423,7 @@ def table(dataset: str, results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     return [*lines, ""]
 
 
-def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
+def write_markdown(results: Results, intervals: Intervals) -> None:
     path = RESULTS / "quality.md"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Response quality\n"
     datasets = list(dict.fromkeys(row.dataset for row, _ in results))
@@ -349,12 +457,10 @@ def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
         "the full test set and T5-Base (or ChatGPT).",
         *finding_lines(results),
         *few_shot_lines(),
-        *ablation_lines(results),
+        *ablation_lines(results, intervals),
         *seq2seq_lines(results),
-        "",
-        "![dev Entity F1 over training steps](quality_dev_f1.png)",
-        "",
-        f"Machine: {machine()}.",
+        *figure_lines(results),
+        f"Machine: {'; '.join(dict.fromkeys(str(r.get('machine') or machine()) for _, r in results))}.",
         "",
         "Commands (evaluation, then how the generator was trained):",
         "",
@@ -369,13 +475,30 @@ def write_markdown(results: list[tuple[Row, dict[str, Any]]]) -> None:
     path.write_text(head.rstrip("\n") + "\n\n" + section + ("\n" + tail if tail else ""), encoding="utf-8")
 
 
-def _get(results: list[tuple[Row, dict[str, Any]]], dataset: str, name: str) -> dict[str, Any] | None:
+EARLIER_FIGURE = "quality_dev_f1_earlier.png"
+
+
+def figure_lines(results: Results) -> list[str]:
+    """The dev-F1 figure of the recorded curves, and the one drawn before curves were recorded."""
+    out = [""]
+    if dev_curves(results):
+        out += ["![dev Entity F1 over training steps](quality_dev_f1.png)", ""]
+    if (RESULTS / EARLIER_FIGURE).is_file():
+        out += [
+            "The dev curves of the runs trained before 2026-12, drawn from their training logs, which were",
+            "not kept with the runs, so this script can no longer redraw them:",
+            "",
+            f"![dev Entity F1 of the earlier runs]({EARLIER_FIGURE})",
+            "",
+        ]
+    return out
+
+
+def _get(results: Results, dataset: str, name: str) -> dict[str, Any] | None:
     return next((r for row, r in results if (row.dataset, row.name) == (dataset, name)), None)
 
 
-def _pairs(
-    results: list[tuple[Row, dict[str, Any]]], first: str, second: str
-) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def _pairs(results: Results, first: str, second: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(dataset, run of row ``first``, run of row ``second``) for every dataset that has both rows."""
     out = []
     for dataset in dict.fromkeys(row.dataset for row, _ in results):
@@ -385,7 +508,7 @@ def _pairs(
     return out
 
 
-def finding_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
+def finding_lines(results: Results) -> list[str]:
     """What fine-tuning did to each dataset's SmolLM2 with the prompt rendering, from the numbers."""
     out: list[str] = []
     for dataset, zs, ft in _pairs(results, "zs-prompt", "ft-prompt-mml"):
@@ -421,85 +544,114 @@ def few_shot_lines() -> list[str]:
     ]
 
 
-def seq2seq_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
-    """What the short BERT2BERT run learned, from its numbers and its training log."""
-    row_run = next(((row, r) for row, r in results if row.name.startswith("b2b-")), None)
-    if row_run is None:
-        return []
-    row, r = row_run
-    dev = dev_curves([row])
-    points = next(iter(dev.values()), [])
-    best_turns, best_f1 = max(points, key=lambda p: p[1]) if points else (None, None)
-    distinct = distinct_share(responses(r))
-    out = [
-        "",
-        f"The seq2seq path (Fusion-in-Decoder over the BERT2BERT backbone warm-started from MiniLM) on "
-        f"{r['turns']} test turns: {r['entity_f1']:.2f} / {r['bleu']:.2f}, with "
-        f"{'' if distinct is None else f'{distinct:.0f}% '}distinct responses. After its short CPU run "
-        "it answers with a few dialogue-act templates "
-        f"(most often {', '.join(repr(t) for t in common_responses(r, 2))}) and does not yet copy values "
-        "from the records.",
-    ]
-    warm = warmup_recall(row.dataset)
-    if warm is not None:
-        command = f"{' '.join(WARMUP_RECALL_COMMAND)} --dataset {row.dataset}"
-        out.append(
-            f"Its retriever, trained jointly, fell to Recall@1 {r['recall@1']:.2f} and Recall@6 "
-            f"{r['recall@7']:.2f} on these turns, below random order (6 of 7 rows retrieved: "
-            f"{600 / 7:.2f}); the warm-up retriever it started from has Recall@1 {warm['recall@1']:.2f} and "
-            f"Recall@5 {warm['recall@5']:.2f} (`{command}`). Its MML marginalised over the easy negative "
-            "too (METHOD.md §4, the default), the lowest-scored record; whether that or the noise of a "
-            "generator that does not yet read its records drove the retriever down is not established "
-            "(`loss.mml_negative: false` is the other variant)."
+BACKBONES = {
+    "bert2bert": "the BERT2BERT backbone warm-started from MiniLM",
+    "t5-scratch": "a T5-small trained from scratch (sentencepiece tokenizer from the training split)",
+}
+
+
+def seq2seq_lines(results: Results) -> list[str]:
+    """What each short seq2seq (FiD) run learned, from its numbers, its predictions and its log; then
+    the two offline backbones side by side (issue #4 item 7)."""
+    runs = [(row, r) for row, r in results if row.backbone]
+    out: list[str] = []
+    for row, r in runs:
+        distinct = r["shares"]["distinct"]
+        common = ", ".join(repr(t) for t in r["common_responses"])
+        out += [
+            "",
+            f"{DATASET_NAMES.get(row.dataset, row.dataset)}, Fusion-in-Decoder over "
+            f"{BACKBONES[row.backbone]}, on {r['turns']} test turns: {r['entity_f1']:.2f} / {r['bleu']:.2f}"
+            f"{'' if distinct is None else f', with {distinct:.0f}% distinct responses'} (most often "
+            f"{common}).",
+        ]
+        warm = r.get("warmup_recall")
+        if warm is not None:
+            k = int(r["k"])
+            size = 7  # rows of a condensed CamRest KB: a random order puts the gold row in the top k
+            direction = "below" if r["recall@1"] < warm["recall@1"] else "not below"
+            out.append(
+                f"Its retriever, trained jointly, has Recall@1 {r['recall@1']:.2f} and Recall@{k} "
+                f"{r['recall@7']:.2f} on these turns ({k} of {size} rows retrieved: a random order gives "
+                f"Recall@{k} {100 * k / size:.2f}), {direction} the warm-up retriever it started from "
+                f"(Recall@1 {warm['recall@1']:.2f}, Recall@5 {warm['recall@5']:.2f}; `{warm['command']}`)."
+            )
+        curve = r.get("dev_curve") or {}
+        recall = curve.get("recall@1") or []
+        if recall:
+            trace = ", ".join(f"{v:.0f}" for _, v in recall)
+            out.append(f"Dev Recall@1 at each evaluation ({curve['dev_turns']}): {trace}.")
+        if r.get("dev_best"):
+            turns, f1 = r["dev_best"]
+            out.append(
+                f"Its dev Entity F1 peaked at {f1:.2f} after {turns} training turns "
+                "(the checkpoint scored here)."
+            )
+    out += backbone_lines(runs)
+    return out
+
+
+def backbone_lines(runs: Results) -> list[str]:
+    """The offline backbones compared on the same dataset, steps and seed (issue #4 item 7)."""
+    out: list[str] = []
+    for dataset in dict.fromkeys(row.dataset for row, _ in runs):
+        here = {row.backbone: r for row, r in runs if row.dataset == dataset}
+        if len(here) < 2:
+            continue
+        best = max(here, key=lambda name: here[name]["entity_f1"])
+        scores = ", ".join(
+            f"{name} {r['entity_f1']:.2f} / {r['bleu']:.2f}" for name, r in sorted(here.items())
         )
-    if best_turns is not None:
+        out += [
+            "",
+            f"{DATASET_NAMES.get(dataset, dataset)} seq2seq backbones (same data, records, meta knowledge, "
+            f"losses, steps and seed): {scores} (Entity F1 / BLEU); {best} is ahead on Entity F1.",
+        ]
+    if out:
         out.append(
-            f"Its dev Entity F1 peaked at {best_f1:.2f} (after {best_turns} training turns), the checkpoint "
-            "scored here. The "
-            "decoder's cross-attention starts random and all-MiniLM-L6-v2 was trained for sentence "
-            "embeddings, not language modelling, so this backbone needs far more steps than a CPU session "
-            "gives; the pretrained decoder-only SmolLM2 answers from the records after 240 turns. SmolLM2 "
-            "is therefore the offline default; the 1500-step seq2seq runs (configs/*-prompt.yaml) need a GPU."
+            "Both stay far below the pretrained decoder-only SmolLM2 after a few hundred training turns, "
+            "which is why SmolLM2 is the offline default generator; the 1500-step seq2seq runs "
+            "(configs/*-prompt.yaml) need a GPU."
         )
     return out
 
 
-WARMUP_RECALL_COMMAND = [
-    "mktod",
-    "evaluate-retriever",
-    "--setting",
-    "condensed",
-    "--split",
-    "test",
-    "--retriever",
-    "runs/retriever-camrest",
-]
-
-
-def warmup_recall(dataset: str) -> dict[str, Any] | None:
-    """Recall@K of the dataset's warm-up retriever on the whole test split (cached in runs/quality)."""
-    if dataset != "camrest" or not (ROOT / "runs" / "retriever-camrest").is_dir():
+def warmup_recall(row: Row) -> dict[str, Any] | None:
+    """Recall@K on the row's split of the retriever its training run started from (the run config's
+    ``retriever.init``), when that retriever is on this machine; cached in runs/quality."""
+    config = ROOT / row.train_run / "config.yaml" if row.train_run else None
+    if config is None or not config.is_file():
         return None
-    cached = ROOT / "runs" / "quality" / f"{dataset}-test-warmup-retriever.json"
+    init = (yaml.safe_load(config.read_text(encoding="utf-8")).get("retriever") or {}).get("init")
+    if not init or not (ROOT / init / "final").is_dir():  # a finished warm-up only
+        return None
+    cmd = ["mktod", "evaluate-retriever", "--setting", "condensed", "--split", row.split]
+    cmd += ["--retriever", str(init), "--dataset", row.dataset]
+    cached = ROOT / "runs" / "quality" / f"{row.dataset}-{row.split}-{Path(init).name}.json"
     if not cached.is_file():
         exe = str(Path(sys.executable).parent / "mktod")
-        cmd = [exe, *WARMUP_RECALL_COMMAND[1:], "--dataset", dataset]
-        out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
-        cached.write_text(out, encoding="utf-8")
+        text = subprocess.run([exe, *cmd[1:]], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(text, encoding="utf-8")
     scores: dict[str, Any] = json.loads(cached.read_text(encoding="utf-8"))
-    return scores
+    return {**scores, "command": " ".join(cmd)}
 
 
 def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> PairedDifference | None:
     """F1(a) - F1(b) with `mktod compare`'s paired bootstrap over the test dialogues; None when the
-    two runs did not score the same turns."""
-    if (a["dataset"], a["split"], a["turns"]) != (b["dataset"], b["split"], b["turns"]):
+    two runs did not score the same turns or a predictions file is not here."""
+    fa, fb = predictions_file(a), predictions_file(b)
+    if (
+        fa is None
+        or fb is None
+        or (a["dataset"], a["split"], a["turns"]) != (b["dataset"], b["split"], b["turns"])
+    ):
         return None
     return compare_files(
         str(a["dataset"]),
         str(a["split"]),
-        ROOT / str(a["predictions"]),
-        ROOT / str(b["predictions"]),
+        fa,
+        fb,
         DataPaths(default_data_dir(), default_cache_dir()),
         limit=int(a["turns"]),
     ).difference
@@ -533,19 +685,55 @@ PAIRINGS = (
 )
 
 
-def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
+BACKBONE_PAIRS = (("t5-prompt-mml", "b2b-prompt-mml"),)  # the seq2seq backbones, from-scratch first
+
+
+def compute_intervals(results: Results, recorded: Recorded) -> Intervals:
+    """Every stated comparison's interval: bootstrapped from the two predictions files when both are
+    here, else the recorded one, provided both rows still have the scores it was drawn from."""
+    out: Intervals = {}
+    for first, second in [*((p.first, p.second) for p in PAIRINGS), *BACKBONE_PAIRS]:
+        for dataset, a, b in _pairs(results, first, second):
+            d = paired_difference(a, b)
+            c = recorded.comparisons.get((dataset, first, second))
+            if (
+                d is None
+                and c is not None
+                and (c["f1_first"], c["f1_second"]) == (a["entity_f1"], b["entity_f1"])
+            ):
+                d = PairedDifference(*(c[f.name] for f in fields(PairedDifference)))
+            if d is not None:
+                out[(dataset, first, second)] = d
+    return out
+
+
+def interval_records(intervals: Intervals, results: Results) -> list[dict[str, Any]]:
+    return [
+        {
+            "dataset": dataset,
+            "first": first,
+            "second": second,
+            "f1_first": _get(results, dataset, first)["entity_f1"],  # type: ignore[index]
+            "f1_second": _get(results, dataset, second)["entity_f1"],  # type: ignore[index]
+            **asdict(d),
+        }
+        for (dataset, first, second), d in intervals.items()
+    ]
+
+
+def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
     """One sentence per comparison of PAIRINGS and dataset, from the numbers, with the Entity F1
     difference and its paired-bootstrap interval; then what the intervals say together."""
     out: list[str] = []
     apart: list[str] = []  # comparisons whose interval excludes 0
-    intervals = 0
+    counted = 0
     for p in PAIRINGS:
         for dataset, a, b in _pairs(results, p.first, p.second):
             name = DATASET_NAMES.get(dataset, dataset)
-            d = paired_difference(a, b)
+            d = intervals.get((dataset, p.first, p.second))
             note = ""
             if d is not None:
-                intervals += 1
+                counted += 1
                 interval = f"[{d.low:+.2f}, {d.high:+.2f}]"
                 note = f"; Entity F1 difference {d.difference:+.2f}, 95% interval {interval}"
                 if d.excludes_zero:
@@ -560,15 +748,15 @@ def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
         return []
     if not apart:
         verdict = [
-            f"None of the {intervals} Entity F1 intervals excludes 0: at this scale (120 to 240",
+            f"None of the {counted} Entity F1 intervals excludes 0: at this scale (120 to 240",
             "training turns, 100 test turns) the runs do not tell MML from NLL only, or one rendering from",
             "the other; the full-size runs of configs/*-smollm2.yaml are what can confirm or contradict",
             "the paper's direction.",
         ]
     else:
         verdict = [
-            f"{len(apart)} of the {intervals} Entity F1 intervals exclude 0: {', '.join(apart)}.",
-            f"Of {intervals} comparisons at 95%, {0.05 * intervals:.2f} would exclude 0 by chance alone on",
+            f"{len(apart)} of the {counted} Entity F1 intervals exclude 0: {', '.join(apart)}.",
+            f"Of {counted} comparisons at 95%, {0.05 * counted:.2f} would exclude 0 by chance alone on",
             "average, and these are short runs (120 to 240 training turns); the full-size runs of",
             "configs/*-smollm2.yaml are what can confirm or contradict the paper's direction (MML above",
             "NLL only).",
@@ -584,27 +772,15 @@ def ablation_lines(results: list[tuple[Row, dict[str, Any]]]) -> list[str]:
     ]
 
 
-def dev_curves(rows: list[Row]) -> dict[str, list[tuple[int, float]]]:
-    """Dev Entity F1 of each row's training run against the training turns seen (runs differ in
-    turns per step, so steps would not compare)."""
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for row in rows:
-        log = ROOT / row.train_run / "log.jsonl" if row.train_run else None
-        if log is None or not log.is_file():
-            continue
-        config = yaml.safe_load((ROOT / row.train_run / "config.yaml").read_text(encoding="utf-8"))
-        per_step = config["optim"]["batch_size"] * config["optim"]["grad_accum"]
-        points: dict[int, float] = {}  # by step: the last entry wins (a resumed run redid that step)
-        for line in log.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
-            if "dev" in entry:
-                points[int(entry["step"]) * per_step] = float(entry["dev"]["entity_f1"])
-        limit = config["optim"]["eval_limit"]
-        dev_turns = "all dev turns" if limit is None else f"first {limit} dev turns"
-        curves[f"{DATASET_NAMES.get(row.dataset, row.dataset)}: {row.label} ({dev_turns})"] = sorted(
-            points.items()
-        )
-    return curves
+def dev_curves(results: Results) -> dict[str, list[tuple[int, float]]]:
+    """Each row's recorded dev curve, labelled for the plot."""
+    return {
+        f"{DATASET_NAMES.get(row.dataset, row.dataset)}: {row.label} ({r['dev_curve']['dev_turns']})": [
+            (int(t), float(f)) for t, f in r["dev_curve"]["points"]
+        ]
+        for row, r in results
+        if r.get("dev_curve")
+    }
 
 
 def plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
@@ -639,20 +815,30 @@ def main() -> int:
     )
     ap.add_argument("--rerun", action="store_true", help="evaluate even when run.json exists")
     args = ap.parse_args()
-    results: list[tuple[Row, dict[str, Any]]] = []
+    recorded = load_recorded()
+    results: Results = []
     for row in ROWS:
         selected = not args.only or row.name in args.only or f"{row.dataset}/{row.name}" in args.only
         run = evaluate(row, args.rerun and selected) if selected else None
         if run is None and (out_dir(row) / "run.json").is_file():
             run = json.loads((out_dir(row) / "run.json").read_text())
-        if run is not None:
-            results.append((row, run))
-    write_markdown(results)
-    (RESULTS / "quality_local.json").write_text(
-        json.dumps([{"row": row.name, "label": row.label, **r} for row, r in results], indent=2) + "\n",
+        record = measure(row, run) if run is not None else recorded.rows.get((row.dataset, row.name))
+        if record is not None:
+            results.append((row, record))
+    intervals = compute_intervals(results, recorded)
+    write_markdown(results, intervals)
+    RECORD.write_text(
+        json.dumps(
+            {
+                "rows": [r for _, r in results],
+                "comparisons": interval_records(intervals, results),
+            },
+            indent=2,
+        )
+        + "\n",
         encoding="utf-8",
     )
-    curves = dev_curves([row for row, _ in results])
+    curves = dev_curves(results)
     if curves:
         plot(curves, RESULTS / "quality_dev_f1.png")
     print((RESULTS / "quality.md").read_text(encoding="utf-8").partition(SECTION)[2][:3000])

@@ -1,0 +1,159 @@
+"""bench/quality/run_local.py: a row's record outlives its run folder (runs/ is not kept between
+machines), and a recorded interval is reused only while both rows still have the scores it came from."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from mktod.significance import PairedDifference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_local", ROOT / "bench" / "quality" / "run_local.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The script with its repository root, results folder and record moved into ``tmp_path``."""
+    module = _script()
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    monkeypatch.setattr(module, "RESULTS", results)
+    monkeypatch.setattr(module, "RECORD", results / "quality_local.json")
+    monkeypatch.setattr(module, "KEPT", results / "quality_local")
+    monkeypatch.setattr(module, "machine", lambda: "test machine")
+    return module
+
+
+def _row(script: ModuleType, name: str = "ft-x", train_run: str = "runs/train-x") -> Any:
+    return script.Row(name, f"label of {name}", f"runs/{name}/best", "camrest", "mktod train ...", train_run)
+
+
+def _write_run(script: ModuleType, row: Any, predictions: list[str], f1: float = 30.0) -> dict[str, Any]:
+    """What `mktod evaluate` leaves in the row's output folder."""
+    folder = script.out_dir(row)
+    folder.mkdir(parents=True)
+    (folder / "predictions.txt").write_text("\n".join(predictions) + "\n", encoding="utf-8")
+    run = {
+        "dataset": row.dataset,
+        "split": row.split,
+        "k": 6,
+        "bleu": 5.0,
+        "entity_f1": f1,
+        "recall@1": 80.0,
+        "recall@7": 100.0,
+        "turns": len(predictions),
+        "wall_s": 12.0,
+        "predictions": str((folder / "predictions.txt").relative_to(script.ROOT)),
+        "command": f"mktod evaluate --checkpoint {row.checkpoint}",
+    }
+    (folder / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    return run
+
+
+def _write_training(script: ModuleType, row: Any) -> None:
+    """A training run's config and log: two dev evaluations, the second one logged twice (a resume)."""
+    folder = script.ROOT / row.train_run
+    folder.mkdir(parents=True)
+    config = {"optim": {"batch_size": 4, "grad_accum": 2, "eval_limit": 40}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    entries = [
+        {"step": 5, "loss": 1.0},
+        {"step": 10, "dev": {"entity_f1": 12.5, "recall@1": 70.0}},
+        {"step": 20, "dev": {"entity_f1": 9.0, "recall@1": 60.0}},
+        {"step": 20, "dev": {"entity_f1": 11.0, "recall@1": 65.0}},
+    ]
+    (folder / "log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+
+
+def test_measure_derives_the_columns_and_keeps_the_predictions(script: ModuleType) -> None:
+    row = _row(script)
+    said = ["the phone is 01223", "user: hi", "name x ; area y ; food z", "the phone is 01223"]
+    run = _write_run(script, row, said)
+    _write_training(script, row)
+    record = script.measure(row, run)
+    assert record["shares"] == {"distinct": 75.0, "echoes_context": 25.0, "copies_record": 25.0}
+    assert record["common_responses"][0] == "the phone is 01223"
+    # Turns seen = step x batch 4 x accumulation 2; the re-logged step 20 keeps its last entry.
+    assert record["dev_curve"]["points"] == [(80, 12.5), (160, 11.0)]
+    assert record["dev_curve"]["recall@1"] == [(80, 70.0), (160, 65.0)]
+    assert record["dev_curve"]["dev_turns"] == "first 40 dev turns"
+    assert record["dev_best"] == [80, 12.5]
+    kept = script.ROOT / record["kept_predictions"]
+    assert kept.read_text(encoding="utf-8").splitlines() == said
+
+
+def test_a_row_whose_run_is_gone_is_taken_from_its_record(
+    script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = _row(script)
+    monkeypatch.setattr(script, "ROWS", (row,))
+    monkeypatch.setattr("sys.argv", ["run_local.py"])
+    (script.ROOT / row.checkpoint).mkdir(parents=True)  # the checkpoint exists: run.json is reused
+    _write_run(script, row, ["a", "b"], f1=42.42)
+    assert script.main() == 0
+    first = json.loads(script.RECORD.read_text(encoding="utf-8"))
+    assert [r["row"] for r in first["rows"]] == ["ft-x"]
+
+    # A new machine: no runs/ at all. The row stays, with the columns measured on the first one.
+    for path in sorted((script.ROOT / "runs").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    assert script.main() == 0
+    second = json.loads(script.RECORD.read_text(encoding="utf-8"))
+    assert second["rows"] == first["rows"]
+    text = (script.RESULTS / "quality.md").read_text(encoding="utf-8")
+    assert "| label of ft-x | see below | 2 | 42.42 | 5.00 | 80.00 | 100% | 0% | 0% | 12 |" in text
+    assert "Machine: test machine." in text
+
+
+def _recorded_interval(f1_first: float, f1_second: float) -> dict[str, Any]:
+    return {
+        "dataset": "camrest",
+        "first": "ft-prompt-mml",
+        "second": "ft-prompt-nll",
+        "f1_first": f1_first,
+        "f1_second": f1_second,
+        "difference": -1.5,
+        "low": -7.0,
+        "high": 4.0,
+        "confidence": 0.95,
+        "draws": 2000,
+        "groups": 25,
+    }
+
+
+@pytest.mark.parametrize(("f1_first", "reused"), [(26.0, True), (31.0, False)])
+def test_a_recorded_interval_is_reused_only_for_the_same_scores(
+    script: ModuleType, f1_first: float, reused: bool
+) -> None:
+    rows = [_row(script, "ft-prompt-mml"), _row(script, "ft-prompt-nll")]
+    results = [
+        (rows[0], {"dataset": "camrest", "split": "test", "turns": 100, "entity_f1": f1_first}),
+        (rows[1], {"dataset": "camrest", "split": "test", "turns": 100, "entity_f1": 27.5}),
+    ]
+    recorded = script.Recorded(
+        {}, {("camrest", "ft-prompt-mml", "ft-prompt-nll"): _recorded_interval(26.0, 27.5)}
+    )
+    intervals = script.compute_intervals(results, recorded)
+    key = ("camrest", "ft-prompt-mml", "ft-prompt-nll")
+    if reused:
+        assert intervals == {key: PairedDifference(-1.5, -7.0, 4.0, 0.95, 2000, 25)}
+        assert script.interval_records(intervals, results) == [_recorded_interval(26.0, 27.5)]
+    else:  # the first row was evaluated again since: its old interval no longer describes it
+        assert intervals == {}
