@@ -162,12 +162,14 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     batch_size: int = 8,
     generator: Generator | None = None,
+    k: int | None = None,
 ) -> Pipeline:
     """The pipeline a checkpoint folder (or pipeline file) defines: its retriever, meta config,
     generator, k and setting.
 
     ``generator`` replaces the folder's own (which is then never loaded), e.g. a chat LLM that reads
-    the records this pipeline retrieves.
+    the records this pipeline retrieves. ``k`` replaces the folder's number of records per turn (e.g.
+    the large-scale setting's 7 for a pipeline trained with a condensed KB's 6).
     """
     directory = Path(directory)
     spec = load_spec(directory)
@@ -184,5 +186,5 @@ def load_pipeline(
         retriever,
         generator,
         spec.meta,
-        PipelineConfig(k=spec.k, setting=spec.setting, batch_size=batch_size),
+        PipelineConfig(k=spec.k if k is None else k, setting=spec.setting, batch_size=batch_size),
     )

@@ -41,6 +41,17 @@ def add_training_options(p: argparse.ArgumentParser, example_config: str, exampl
     )
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts such as --k: argparse then names the option in its error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def data_paths(args: argparse.Namespace) -> DataPaths:
     data_dir = args.data_dir or os.environ.get("MKTOD_DATA_DIR") or default_data_dir()
     cache_dir = args.cache_dir or os.environ.get("MKTOD_CACHE_DIR") or default_cache_dir()

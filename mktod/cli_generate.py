@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mktod.cli_common import positive_int
 from mktod.errors import ConfigError, MktodError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -58,7 +59,10 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     # No default here: with --checkpoint the checkpoint's own setting applies; the chat LLM uses condensed.
     g.add_argument("--setting", choices=["condensed", "large"], help="KB setting (default condensed)")
     g.add_argument("--retriever", default="frequency", help="bm25, frequency, or a trained retriever folder")
-    g.add_argument("--k", type=int, default=7, help="records retrieved per turn (default 7)")
+    # No default either: with --checkpoint the checkpoint's own k applies; the chat LLM takes 7.
+    g.add_argument(
+        "--k", type=positive_int, help="records retrieved per turn (default 7, or the checkpoint's)"
+    )
     g.add_argument("--demos", type=int, default=2, help="in-context demonstrations per turn (0 for none)")
     g.add_argument("--demo-k", type=int, help="records shown per demonstration (default: --k)")
     g.add_argument("--limit", type=int, help="only the first N system turns of the split")
@@ -75,7 +79,7 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
     api_key = os.environ.get(args.openai_api_key_env) or None
     if api_key is None and args.openai_base_url.rstrip("/") == DEFAULT_BASE_URL:
         raise ConfigError(f"set ${args.openai_api_key_env} to an OpenAI API key (or use --openai-base-url)")
-    for name in ("k", "demos", "openai_concurrency", "openai_max_retries"):
+    for name in ("demos", "openai_concurrency", "openai_max_retries"):  # --k: positive_int
         if getattr(args, name) < (0 if name in ("demos", "openai_max_retries") else 1):
             raise ConfigError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
 
@@ -95,6 +99,7 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
     vocab = EntityVocab.from_file(args.dataset, loader.entity_file(paths))
     setting: KBSetting = "large" if args.setting == "large" else "condensed"
     global_kb = large_kb(args.dataset, paths) if setting == "large" else None
+    k: int = 7 if args.k is None else args.k
     retriever = build_retriever(args.retriever, device=args.device)
     meta = MetaConfig(mode=args.meta)
     pool = None
@@ -102,7 +107,7 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
         encoder = retriever.encoder if isinstance(retriever, Retriever) else None
         train = loader.load_split("train", paths)
         pool = DemonstrationPool(
-            train, retriever, meta, args.demo_k or args.k, global_kb=global_kb, encoder=encoder
+            train, retriever, meta, args.demo_k or k, global_kb=global_kb, encoder=encoder
         )
         pool.check_disjoint(split)
     cache_dir = None if args.no_openai_cache else args.openai_cache_dir or str(paths.cache_dir / "openai")
@@ -121,7 +126,7 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
     )
     out_dir = Path(args.out or f"runs/openai/{args.dataset}-{args.split}-{setting}-{args.meta}")
     # Batches larger than the concurrency keep every request slot busy.
-    pipe_cfg = PipelineConfig(k=args.k, setting=setting, batch_size=max(8, 2 * args.openai_concurrency))
+    pipe_cfg = PipelineConfig(k=k, setting=setting, batch_size=max(8, 2 * args.openai_concurrency))
     with OpenAIChatGenerator(config, meta, pool) as generator:
         pipeline = Pipeline(retriever, generator, meta, pipe_cfg)
         result = evaluate_pipeline(pipeline, split, vocab, out_dir, global_kb=global_kb, limit=args.limit)
@@ -136,7 +141,7 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
         "meta": args.meta,
         "model": args.openai_model,
         "retriever": args.retriever,
-        "k": args.k,
+        "k": k,
         "demos": args.demos,
         "demo_similarity": pool.similarity if pool is not None else None,
         **scores,

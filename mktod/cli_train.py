@@ -18,6 +18,7 @@ from mktod.cli_common import (
     add_training_options,
     command_line,
     offline_data_paths,
+    positive_int,
 )
 from mktod.errors import ConfigError
 
@@ -91,12 +92,14 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     if spec.dataset and spec.dataset != args.dataset:
         raise ConfigError(f"{checkpoint} was trained on {spec.dataset}, not {args.dataset}")
     setting = args.setting or spec.setting
+    k: int = spec.k if args.k is None else args.k
     started = time.monotonic()
     loader = get_loader(args.dataset)
     split = loader.load_split(args.split, paths)
     vocab = EntityVocab.from_file(args.dataset, loader.entity_file(paths))
     global_kb = large_kb(args.dataset, paths) if setting == "large" else None
-    pipeline = load_pipeline(checkpoint, args.device, batch_size=getattr(args, "batch_size", None) or 16)
+    batch_size = getattr(args, "batch_size", None) or 16
+    pipeline = load_pipeline(checkpoint, args.device, batch_size=batch_size, k=k)
     # Beside the checkpoint, not inside it: training replaces best/ and last/ wholesale. A pipeline file
     # (configs/pipelines/*.yaml) writes under runs/eval, keeping the configs folder clean.
     name = f"{checkpoint.stem}-{args.dataset}-{args.split}-{setting}"
@@ -109,7 +112,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         "split": args.split,
         "setting": setting,
         "checkpoint": str(checkpoint),
-        "k": spec.k,
+        "k": k,
         "meta": spec.meta.mode,
         "bleu": round(r.bleu, 2),
         "entity_f1": round(r.entity_f1, 2),
@@ -135,7 +138,7 @@ def _has(parser: argparse.ArgumentParser, option: str) -> bool:
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--checkpoint`` (and whichever of --setting/--limit/--out/--device/--batch-size are missing).
+    """Add ``--checkpoint`` (and whichever of --setting/--k/--limit/--out/--device/--batch-size are missing).
 
     The ``evaluate`` parser may already have some of them (the chat-LLM options); they are shared.
     """
@@ -148,6 +151,10 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     if not _has(parser, "--setting"):
         g.add_argument(
             "--setting", choices=["condensed", "large"], help="KB setting (default: the checkpoint's)"
+        )
+    if not _has(parser, "--k"):
+        g.add_argument(
+            "--k", type=positive_int, help="records retrieved per turn (default: the checkpoint's)"
         )
     if not _has(parser, "--limit"):
         g.add_argument("--limit", type=int, help="only the first N system turns of the split")

@@ -48,6 +48,17 @@ def test_train_then_evaluate_the_checkpoint(
     assert (out / "predictions.txt").read_text().count("\n") == 9 and (out / "records.jsonl").is_file()
     assert json.loads((out / "run.json").read_text())["entity_f1"] == scores["entity_f1"]
 
+    # --k replaces the checkpoint's records per turn (e.g. the large-scale setting's 7).
+    k_out = tmp_path / "k1"
+    args = ["evaluate", "--checkpoint", str(best), "--dataset", "camrest", "--split", "test", *where]
+    assert main([*args, "--k", "1", "--out", str(k_out)]) == 0
+    assert _json(capsys)["k"] == 1 and scores["k"] == 2
+    lines = (k_out / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 9 and all(len(json.loads(line)["records"]) == 1 for line in lines)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--k", "0"])
+    assert exit_info.value.code == 2 and "--k: must be at least 1, got 0" in capsys.readouterr().err
+
     assert main(["evaluate", "--checkpoint", str(best), "--dataset", "smd", "--split", "test", *where]) == 2
     assert "trained on camrest" in capsys.readouterr().err
     assert main(["train", "--config", str(config), *where]) == 2  # output_dir holds a run: needs --resume
