@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,19 @@ def test_cpu_configs_load(path: Path) -> None:
 def test_smoke_config_loads() -> None:
     cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
     assert cfg.optim.max_steps <= 50 and cfg.optim.eval_limit is not None
+
+
+@pytest.mark.parametrize("dataset", ["camrest", "smd"])
+def test_backbone_twins_differ_only_in_the_backbone(dataset: str) -> None:
+    """The BERT2BERT and T5-from-scratch CPU runs compare backbones (issue #4 item 7): everything else,
+    data, records, meta knowledge, losses, steps and seed, must be the same."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    b2b = asdict(load_config(TrainConfig, root / f"{dataset}-condensed-prompt-cpu.yaml"))
+    t5 = asdict(load_config(TrainConfig, root / f"{dataset}-condensed-prompt-t5-cpu.yaml"))
+    assert (b2b["generator"].pop("model"), t5["generator"].pop("model")) == (
+        "runs/backbones/bert2bert-minilm",
+        f"runs/backbones/{dataset}-t5-small",
+    )
+    b2b["optim"].pop("lr"), t5["optim"].pop("lr")  # random weights take a higher learning rate
+    assert b2b.pop("output_dir") != t5.pop("output_dir")
+    assert b2b == t5
