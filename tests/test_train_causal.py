@@ -127,5 +127,9 @@ def test_shipped_pipeline_files_load(path: Path) -> None:
 
     spec = load_spec(path)
     assert path.stem.startswith(f"{spec.dataset}-") and spec.retriever
-    assert spec.k == {"camrest": 6, "smd": 8, "mwoz": 6}[spec.dataset]
+    # METHOD.md §2: K = 6 / 8 / 6 on condensed KBs, 7 on the dataset-level KB.
+    expected_k = 7 if spec.setting == "large" else {"camrest": 6, "smd": 8, "mwoz": 6}[spec.dataset]
+    assert spec.k == expected_k and (spec.setting == "large") == ("-large-" in path.stem)
     assert spec.meta.mode in path.stem and spec.generator.kind == "causal"
+    adapter = spec.generator.adapter
+    assert not adapter or (path.parent / adapter).is_dir()  # relative to the pipeline file's folder
