@@ -157,3 +157,34 @@ def test_a_recorded_interval_is_reused_only_for_the_same_scores(
         assert script.interval_records(intervals, results) == [_recorded_interval(26.0, 27.5)]
     else:  # the first row was evaluated again since: its old interval no longer describes it
         assert intervals == {}
+
+
+def test_large_scale_rows_get_their_own_table_with_recall_at_7(script: ModuleType) -> None:
+    condensed, large = _row(script, "lora-warmup-condensed"), _row(script, "lora-warmup-large")
+    shares = {"distinct": 90.0, "echoes_context": 1.0, "copies_record": 2.0}
+    base = {"dataset": "camrest", "split": "test", "turns": 100, "bleu": 5.0, "wall_s": 60.0}
+    results = [
+        (condensed, {**base, "setting": "condensed", "k": 6, "entity_f1": 30.0, "recall@1": 88.0,
+                     "recall@7": 100.0, "shares": shares}),
+        (large, {**base, "setting": "large", "k": 7, "entity_f1": 25.0, "recall@1": 60.0,
+                 "recall@7": 97.0, "shares": shares}),
+    ]  # fmt: skip
+    d = PairedDifference(5.0, -1.0, 11.0, 0.95, 2000, 25)
+    script.write_markdown(results, {("camrest", "lora-warmup-condensed", "lora-warmup-large"): d})
+    text = (script.RESULTS / "quality.md").read_text(encoding="utf-8")
+    condensed_table, _, large_table = text.partition("### CamRest, large-scale KB")
+    assert (
+        "| label of lora-warmup-condensed | see below | 100 | 30.00 | 5.00 | 88.00 | 90% |" in condensed_table
+    )
+    assert "label of lora-warmup-large" not in condensed_table
+    assert (
+        "| label of lora-warmup-large | see below | 100 | 25.00 | 5.00 | 60.00 | 97.00 | 90% |" in large_table
+    )
+    assert (
+        "| paper: MK-TOD prompt (T5-Base) | full train set | all | 71.67 | 26.69 | | 92.24 |" in large_table
+    )
+    assert (
+        "condensed (k = 6) 30.00 / 5.00, large-scale (K = 7) 25.00 / 5.00 (Entity F1 / BLEU); "
+        "Entity F1 difference +5.00, 95% interval [-1.00, +11.00]; Recall@1 88.00 vs 60.00, "
+        "Recall@7 100.00 vs 97.00." in text
+    )

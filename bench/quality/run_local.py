@@ -60,8 +60,14 @@ class Row:
     limit: int | None = 100  # None: the whole split
     batch_size: int = 8
     backbone: str = ""  # a seq2seq row's backbone (a key of BACKBONES); "" for the SmolLM2 rows
+    options: tuple[str, ...] = ()  # more `mktod evaluate` options, e.g. ("--setting", "condensed")
 
 
+SHIPPED_ADAPTER = (
+    "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml (CPU, condensed KBs, "
+    "60 steps x 4 turns; its step-30 checkpoint, the ft-prompt-mml row's generator, is the adapter "
+    "shipped in mktod/pretrained/smollm2-camrest-lora)"
+)
 ROWS = (
     Row(
         "zs-none",
@@ -137,6 +143,21 @@ ROWS = (
         limit=None,
         batch_size=16,
         backbone="t5-scratch",
+    ),
+    Row(
+        "lora-warmup-condensed",
+        "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
+        "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
+        "camrest",
+        SHIPPED_ADAPTER,
+        options=("--setting", "condensed", "--k", "6"),
+    ),
+    Row(
+        "lora-warmup-large",
+        "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
+        "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
+        "camrest",
+        SHIPPED_ADAPTER,
     ),
     Row(
         "zs-prompt",
@@ -263,6 +284,19 @@ PAPER = {
         ("FG2Seq (no pre-training)", 36.50, 14.60),
     ],
 }
+# METHOD.md §7, large-scale KB (Entity F1 / BLEU / Recall@7).
+PAPER_LARGE = {
+    "camrest": [
+        ("Q-TOD (T5-Large)", 63.88, 21.44, 95.52),
+        ("MK-TOD prompt (T5-Base)", 71.67, 26.69, 92.24),
+        ("MK-TOD ctr (T5-Base)", 73.51, 26.85, 93.88),
+    ],
+    "mwoz": [
+        ("Q-TOD (T5-Large)", 46.74, 15.52, 92.97),
+        ("MK-TOD prompt (T5-Base)", 50.69, 17.56, 92.74),
+        ("MK-TOD ctr (T5-Base)", 51.35, 15.96, 92.74),
+    ],
+}
 DATASET_NAMES = {"camrest": "CamRest", "smd": "SMD", "mwoz": "MultiWOZ 2.1"}
 
 
@@ -284,6 +318,7 @@ def command(row: Row) -> list[str]:
         *limit,
         "--batch-size",
         str(row.batch_size),
+        *row.options,
         "--out",
         str(out_dir(row).relative_to(ROOT)),
     ]
@@ -426,49 +461,65 @@ Results = list[tuple[Row, dict[str, Any]]]
 Intervals = dict[tuple[str, str, str], PairedDifference]
 
 
-def table(dataset: str, results: Results) -> list[str]:
+def table(dataset: str, setting: str, results: Results) -> list[str]:
+    large = setting == "large"
+    title = DATASET_NAMES.get(dataset, dataset) + (", large-scale KB" if large else "")
     lines = [
-        f"### {DATASET_NAMES.get(dataset, dataset)}",
+        f"### {title}",
         "",
-        "| generator | training | turns | Entity F1 | BLEU | Recall@1 | distinct responses | "
-        "echoes context | copies a record | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| generator | training | turns | Entity F1 | BLEU | Recall@1 | "
+        + ("Recall@7 | " if large else "")
+        + "distinct responses | echoes context | copies a record | wall (s) |",
+        "|---|---|---|---|---|---|" + ("---|" if large else "") + "---|---|---|---|",
     ]
     for row, r in results:
-        if row.dataset != dataset:
+        if (row.dataset, r.get("setting", "condensed")) != (dataset, setting):
             continue
         shares = [r["shares"][key] for key in ("distinct", "echoes_context", "copies_record")]
         shown = " | ".join("" if v is None else f"{v:.0f}%" for v in shares)
+        recall = f"{r['recall@1']:.2f} | " + (f"{r['recall@7']:.2f} | " if large else "")
         lines.append(
             f"| {row.label} | {'none' if row.training == 'none' else 'see below'} | {r['turns']} | "
-            f"{r['entity_f1']:.2f} | {r['bleu']:.2f} | {r['recall@1']:.2f} | {shown} | {r['wall_s']:.0f} |"
+            f"{r['entity_f1']:.2f} | {r['bleu']:.2f} | {recall}{shown} | {r['wall_s']:.0f} |"
         )
-    for label, f1, bleu in PAPER.get(dataset, []):
-        lines.append(f"| paper: {label} | full train set | all | {f1:.2f} | {bleu:.2f} | | | | | |")
+    if large:
+        for label, f1, bleu, r7 in PAPER_LARGE.get(dataset, []):
+            lines.append(
+                f"| paper: {label} | full train set | all | {f1:.2f} | {bleu:.2f} | | {r7:.2f} | | | | |"
+            )
+    else:
+        for label, f1, bleu in PAPER.get(dataset, []):
+            lines.append(f"| paper: {label} | full train set | all | {f1:.2f} | {bleu:.2f} | | | | | |")
     return [*lines, ""]
 
 
 def write_markdown(results: Results, intervals: Intervals) -> None:
     path = RESULTS / "quality.md"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Response quality\n"
-    datasets = list(dict.fromkeys(row.dataset for row, _ in results))
+    tables = {(row.dataset, str(r.get("setting", "condensed"))) for row, r in results}
     lines = [
         SECTION,
         "",
-        "Generators run in-process by `mktod evaluate --checkpoint` on condensed test sets; `turns` is how",
-        "many system turns a row scored (the SmolLM2 rows: the first 100, at ~2.5 s a turn on CPU). Greedy",
+        "Generators run in-process by `mktod evaluate --checkpoint` on test sets, with each dialogue's own",
+        "KB (condensed) unless a table says large-scale (the dataset-level KB, searched through a FAISS",
+        "index); `turns` is how many system turns a row scored (the SmolLM2 rows: the first 100, at",
+        "~2.5 s a turn on CPU). Greedy",
         "decoding. Retrievers: the dataset's warm-up retriever (`configs/retriever-{camrest,mwoz}.yaml`)",
         "or, for SMD, the bundled sentence encoder as it comes, for the untuned rows; the jointly trained",
         "one for the fine-tuned rows. Recall@1 is over the retrieved records of a condensed KB (CamRest",
-        "and MWOZ retrieve 6, SMD 8 of at most 8). *distinct responses*: the share of different responses",
-        "among a row's predictions; a generator that ignores its input scores low. *echoes context*: the",
+        "and MWOZ retrieve 6, SMD 8 of at most 8); in a large-scale table Recall@1 and Recall@7 are over",
+        "the 7 records retrieved from the whole dataset-level KB. *distinct responses*: the share of",
+        "different responses among a row's predictions; a generator that ignores its input scores low.",
+        "*echoes context*: the",
         "share of responses that contain a speaker tag (`user:`), i.e. repeat the dialogue context or run",
         "on into an invented next turn; *copies a record*: the share that reproduce a record as the",
         "generator was given it (a meta-knowledge phrase or tag, or `name x ; area y ; ...`).",
         "",
     ]
-    for dataset in datasets:
-        lines += table(dataset, results)
+    for dataset in dict.fromkeys(row.dataset for row, _ in results):
+        for setting in ("condensed", "large"):
+            if (dataset, setting) in tables:
+                lines += table(dataset, setting, results)
     lines += [
         "Reading the tables: every fine-tuned row is a **short CPU run** (a few hundred to a few thousand",
         "training turns; the paper trains 1,500 steps of 64 turns on a GPU), so the rows prove each path",
@@ -483,7 +534,8 @@ def write_markdown(results: Results, intervals: Intervals) -> None:
         *finding_lines(results),
         *few_shot_lines(),
         *ablation_lines(results, intervals),
-        *seq2seq_lines(results),
+        *setting_lines(results, intervals),
+        *seq2seq_lines(results, intervals),
         *figure_lines(results),
         f"Machine: {'; '.join(dict.fromkeys(str(r.get('machine') or machine()) for _, r in results))}.",
         "",
@@ -573,12 +625,46 @@ BACKBONES = {
     "bert2bert": "the BERT2BERT backbone warm-started from MiniLM",
     "t5-scratch": "a T5-small trained from scratch (sentencepiece tokenizer from the training split)",
 }
+# What each backbone has to learn before it can copy values from its records: why a short run of it
+# says little about the method.
+BACKBONE_START = {
+    "bert2bert": "Its decoder's cross-attention starts random, and all-MiniLM-L6-v2 was trained for "
+    "sentence embeddings, not language modelling.",
+    "t5-scratch": "Every weight starts random: it learns the language from the training split itself "
+    "before it can learn to read the records.",
+}
 
 
 KB_ROWS = {"camrest": 7, "mwoz": 7}  # rows of every condensed KB (SMD's vary, at most 8 = its k)
 
 
-def seq2seq_lines(results: Results) -> list[str]:
+def interval_text(d: PairedDifference | None) -> str:
+    if d is None:
+        return ""
+    return f"; Entity F1 difference {d.difference:+.2f}, 95% interval [{d.low:+.2f}, {d.high:+.2f}]"
+
+
+def setting_lines(results: Results, intervals: Intervals) -> list[str]:
+    """The same trained parts on each dialogue's own KB and on the dataset-level KB."""
+    out: list[str] = []
+    for first, second in SETTING_PAIRS:
+        for dataset, a, b in _pairs(results, first, second):
+            d = intervals.get((dataset, first, second))
+            out += [
+                "",
+                f"{DATASET_NAMES.get(dataset, dataset)} KB setting (the same generator and warm-up "
+                f"retriever): condensed (k = {a['k']}) {a['entity_f1']:.2f} / {a['bleu']:.2f}, "
+                f"large-scale (K = {b['k']}) {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU)"
+                f"{interval_text(d)}; "
+                f"Recall@1 {a['recall@1']:.2f} vs {b['recall@1']:.2f}, Recall@{b['k']} "
+                f"{a['recall@7']:.2f} vs {b['recall@7']:.2f}. The generator was fine-tuned on condensed "
+                "retrievals only; large-scale training (configs/*-large-*.yaml) is what the paper's "
+                "large-scale rows measure.",
+            ]
+    return out
+
+
+def seq2seq_lines(results: Results, intervals: Intervals) -> list[str]:
     """What each short seq2seq (FiD) run learned, from its numbers, its predictions and its log; then
     the two offline backbones side by side (issue #4 item 7)."""
     runs = [(row, r) for row, r in results if row.backbone]
@@ -591,7 +677,7 @@ def seq2seq_lines(results: Results) -> list[str]:
             f"{DATASET_NAMES.get(row.dataset, row.dataset)}, Fusion-in-Decoder over "
             f"{BACKBONES[row.backbone]}, on {r['turns']} test turns: {r['entity_f1']:.2f} / {r['bleu']:.2f}"
             f"{'' if distinct is None else f', with {distinct:.0f}% distinct responses'} (most often "
-            f"{common}).",
+            f"{common}). {BACKBONE_START[row.backbone]}",
         ]
         warm = r.get("warmup_recall")
         if warm is not None:
@@ -619,32 +705,30 @@ def seq2seq_lines(results: Results) -> list[str]:
                 f"Its dev Entity F1 peaked at {f1:.2f} after {turns} training turns "
                 "(the checkpoint scored here)."
             )
-    out += backbone_lines(runs)
+    out += backbone_lines(runs, intervals)
     return out
 
 
-def backbone_lines(runs: Results) -> list[str]:
+def backbone_lines(runs: Results, intervals: Intervals) -> list[str]:
     """The offline backbones compared on the same dataset, steps and seed (issue #4 item 7)."""
     out: list[str] = []
-    for dataset in dict.fromkeys(row.dataset for row, _ in runs):
-        here = {row.backbone: r for row, r in runs if row.dataset == dataset}
-        if len(here) < 2:
-            continue
-        best = max(here, key=lambda name: here[name]["entity_f1"])
-        scores = ", ".join(
-            f"{name} {r['entity_f1']:.2f} / {r['bleu']:.2f}" for name, r in sorted(here.items())
-        )
-        out += [
-            "",
-            f"{DATASET_NAMES.get(dataset, dataset)} seq2seq backbones (same data, records, meta knowledge, "
-            f"losses, steps and seed): {scores} (Entity F1 / BLEU); {best} is ahead on Entity F1.",
-        ]
-    if out:
-        out.append(
-            "Both stay far below the pretrained decoder-only SmolLM2 after a few hundred training turns, "
-            "which is why SmolLM2 is the offline default generator; the 1500-step seq2seq runs "
-            "(configs/*-prompt.yaml) need a GPU."
-        )
+    for first, second in BACKBONE_PAIRS:
+        for dataset, a, b in _pairs(runs, first, second):
+            d = intervals.get((dataset, first, second))
+            if d is None:
+                verdict = "no interval: the two predictions files are not both kept"
+            elif d.excludes_zero:
+                verdict = f"the {'from-scratch T5' if d.difference > 0 else 'BERT2BERT'} backbone is ahead"
+            else:
+                verdict = "the interval includes 0: this test set does not tell the backbones apart"
+            out += [
+                "",
+                f"{DATASET_NAMES.get(dataset, dataset)} seq2seq backbones (same data, records, meta "
+                f"knowledge, losses, steps and seed): T5 from scratch {a['entity_f1']:.2f} / "
+                f"{a['bleu']:.2f}, "
+                f"BERT2BERT {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU){interval_text(d)}; "
+                f"{verdict}.",
+            ]
     return out
 
 
@@ -718,13 +802,14 @@ PAIRINGS = (
 
 
 BACKBONE_PAIRS = (("t5-prompt-mml", "b2b-prompt-mml"),)  # the seq2seq backbones, from-scratch first
+SETTING_PAIRS = (("lora-warmup-condensed", "lora-warmup-large"),)  # the same parts, condensed first
 
 
 def compute_intervals(results: Results, recorded: Recorded) -> Intervals:
     """Every stated comparison's interval: bootstrapped from the two predictions files when both are
     here, else the recorded one, provided both rows still have the scores it was drawn from."""
     out: Intervals = {}
-    for first, second in [*((p.first, p.second) for p in PAIRINGS), *BACKBONE_PAIRS]:
+    for first, second in [*((p.first, p.second) for p in PAIRINGS), *BACKBONE_PAIRS, *SETTING_PAIRS]:
         for dataset, a, b in _pairs(results, first, second):
             d = paired_difference(a, b)
             c = recorded.comparisons.get((dataset, first, second))
@@ -763,11 +848,9 @@ def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
         for dataset, a, b in _pairs(results, p.first, p.second):
             name = DATASET_NAMES.get(dataset, dataset)
             d = intervals.get((dataset, p.first, p.second))
-            note = ""
+            note = interval_text(d)
             if d is not None:
                 counted += 1
-                interval = f"[{d.low:+.2f}, {d.high:+.2f}]"
-                note = f"; Entity F1 difference {d.difference:+.2f}, 95% interval {interval}"
                 if d.excludes_zero:
                     ahead = (p.name_a if d.difference > 0 else p.name_b).split(" (")[0]
                     apart.append(f"{name} {p.topic} ({ahead} ahead)")
