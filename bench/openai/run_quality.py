@@ -9,7 +9,11 @@ package) unless ``--base-url`` points at a running server, then runs one ``mktod
 openai`` per row (as ``python -m mktod.cli_generate``, the same code) and writes
 ``bench/results/quality_openai.json`` (rewritten after each row) and the section "Chat-LLM generator
 (OpenAI API path)" of ``bench/results/quality.md`` (other sections of that file are kept).
-Answers are cached under data/cache/openai, so an interrupted run resumes by running it again.
+Answers are cached under data/cache/openai, so an interrupted run resumes by running it again. The
+cache is not kept between machines, so the server's answers are also kept, one line each (request
+key, model, answer), in ``bench/results/quality_openai_answers.jsonl``: the cache is seeded from it
+before the rows run and it is rewritten after each row, so a longer ``--limit`` on a new machine asks
+the server only for the turns no earlier run answered.
 """
 
 from __future__ import annotations
@@ -30,13 +34,50 @@ from typing import Any
 
 from mktod.errors import ConfigError
 from mktod.generators.causal_models import smollm2_gguf
+from mktod.generators.openai_wire import ResponseCache
 from mktod.local_server import ServerStartError, llama_cpp_command, local_server
+from mktod.paths import default_cache_dir
 from mktod.sysinfo import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 MODEL_LABEL = "SmolLM2-135M-Instruct Q4_1 GGUF via llama-cpp-python, local, 135M: low numbers expected"
 SECTION = "## Chat-LLM generator (OpenAI API path)"
+MODEL = "smollm2-135m-instruct-q4_1"  # the model name the requests carry (part of each request key)
+ANSWERS = RESULTS / "quality_openai_answers.jsonl"
+
+
+def seed_cache(cache: ResponseCache, answers: Path) -> int:
+    """Put every kept answer the cache lacks into it; returns how many were added."""
+    if not answers.is_file():
+        return 0
+    added = 0
+    for n, line in enumerate(answers.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            key, model, response = entry["key"], entry["model"], entry["response"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{answers}, line {n}: not a kept answer ({exc!r}); fix or delete the line"
+            ) from exc
+        if cache.get(key) is None:
+            cache.put(key, {"model": model, "seeded_from": answers.name}, response)
+            added += 1
+    return added
+
+
+def export_answers(cache: ResponseCache, answers: Path, model: str = MODEL) -> int:
+    """Rewrite ``answers`` with every cached answer of ``model`` (kept ones included: the cache was
+    seeded from them), sorted by key so that a new run's diff shows only its new answers."""
+    lines = [
+        json.dumps({"key": e["key"], "model": model, "response": e["response"]}, ensure_ascii=False)
+        for e in cache.entries()
+        if isinstance(e.get("request"), dict) and e["request"].get("model") == model
+    ]
+    tmp = answers.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp.replace(answers)
+    return len(lines)
 
 
 @contextmanager
@@ -62,7 +103,7 @@ def row_command(args: argparse.Namespace, url: str, dataset: str, mode: str) -> 
     command = ["python", "-m", "mktod.cli_generate", "--dataset", dataset, "--split", "test"]
     command += ["--setting", "condensed", "--retriever", args.retriever, "--k", "7", "--meta", mode]
     command += ["--demos", str(args.demos), "--demo-k", str(args.demo_k)]
-    command += ["--openai-base-url", url, "--openai-model", "smollm2-135m-instruct-q4_1"]
+    command += ["--openai-base-url", url, "--openai-model", MODEL]
     command += ["--openai-concurrency", "1", "--openai-timeout", "600"]
     command += ["--openai-max-tokens", str(args.max_tokens), "--openai-stop", "\\n"]
     command += ["--out", str(out)]
@@ -188,47 +229,54 @@ def main() -> int:
         json.loads(json_path.read_text(encoding="utf-8")) if args.resume and json_path.exists() else []
     )
     rows = []
+    cache = ResponseCache(default_cache_dir() / "openai")  # where cli_generate caches by default
+    print(f"seeded the answer cache with {seed_cache(cache, ANSWERS)} kept answers", file=sys.stderr)
     log = args.runs / "llama_server.log"
     args.runs.mkdir(parents=True, exist_ok=True)
     server = llama_server(args.port, args.n_ctx, args.threads, log) if not args.base_url else None
-    with server if server is not None else _given(args.base_url) as url:
-        for dataset in args.datasets:
-            for mode in args.modes:
-                command = row_command(args, url, dataset, mode)
-                shown = shlex.join(command).replace(url, "http://127.0.0.1:PORT/v1")
-                kept = [r for r in done_rows if r["command"] == shown]
-                if kept:
-                    rows.append(kept[0])
-                    continue
-                print("running:", shlex.join(command), file=sys.stderr)
-                started = time.monotonic()
-                run = [sys.executable, *command[1:]]  # the recorded command says `python`
-                done = subprocess.run(run, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
-                wall = time.monotonic() - started
-                summary = json.loads(done.stdout)
-                rows.append(
-                    {
-                        "dataset": dataset,
-                        "split": "test",
-                        "setting": "condensed",
-                        "meta": mode,
-                        "model": MODEL_LABEL,
-                        "turns": summary["turns"],
-                        "turns_scored": summary["turns_scored"],
-                        "entity_f1": summary["entity_f1"],
-                        "bleu": summary["bleu"],
-                        "recall@7": summary["recall@7"],
-                        "demos": args.demos,
-                        "demo_k": args.demo_k,
-                        "requests": summary["requests"],
-                        "cache_hits": summary["cache_hits"],
-                        "command": shown,
-                        "wall_s": round(wall, 1),
-                        "machine": machine(),
-                    }
-                )
-                json_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-                print(json.dumps(rows[-1]), file=sys.stderr)
+    try:
+        with server if server is not None else _given(args.base_url) as url:
+            for dataset in args.datasets:
+                for mode in args.modes:
+                    command = row_command(args, url, dataset, mode)
+                    shown = shlex.join(command).replace(url, "http://127.0.0.1:PORT/v1")
+                    kept = [r for r in done_rows if r["command"] == shown]
+                    if kept:
+                        rows.append(kept[0])
+                        continue
+                    print("running:", shlex.join(command), file=sys.stderr)
+                    started = time.monotonic()
+                    run = [sys.executable, *command[1:]]  # the recorded command says `python`
+                    done = subprocess.run(run, cwd=REPO, check=True, stdout=subprocess.PIPE, text=True)
+                    wall = time.monotonic() - started
+                    summary = json.loads(done.stdout)
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "split": "test",
+                            "setting": "condensed",
+                            "meta": mode,
+                            "model": MODEL_LABEL,
+                            "turns": summary["turns"],
+                            "turns_scored": summary["turns_scored"],
+                            "entity_f1": summary["entity_f1"],
+                            "bleu": summary["bleu"],
+                            "recall@7": summary["recall@7"],
+                            "demos": args.demos,
+                            "demo_k": args.demo_k,
+                            "requests": summary["requests"],
+                            "cache_hits": summary["cache_hits"],
+                            "command": shown,
+                            "wall_s": round(wall, 1),
+                            "machine": machine(),
+                        }
+                    )
+                    json_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+                    export_answers(cache, ANSWERS)
+                    print(json.dumps(rows[-1]), file=sys.stderr)
+    finally:
+        # Also after an interruption: a half-done row's answers are what a rerun would ask for.
+        export_answers(cache, ANSWERS)
     write_markdown(rows, args)
     plot(rows, RESULTS / "quality_openai.png")
     return 0

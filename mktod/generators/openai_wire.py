@@ -15,7 +15,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,16 @@ class ResponseCache:
             return None
         content = entry.get("response") if isinstance(entry, dict) else None
         return content if isinstance(content, str) else None
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        """Every readable entry (``key``, ``request``, ``response``), in key order; for exporting."""
+        for path in sorted(self.directory.glob("??/*.json")):
+            try:
+                entry = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue  # get() warns about it when a request needs it
+            if isinstance(entry, dict) and isinstance(entry.get("response"), str):
+                yield entry
 
     def put(self, key: str, body: Mapping[str, Any], content: str) -> None:
         path = self.path(key)
