@@ -68,6 +68,21 @@ def posterior_stats(
     }
 
 
+def run_temperature(checkpoint: Path) -> float:
+    """loss.mml_temperature of the run that wrote ``checkpoint``: from the checkpoint's own config.yaml
+    (a copy of the run's, so a checkpoint folder copied elsewhere still has it), else from the run
+    folder's. No silent default: with τ = 1 instead of a run's 0.05, q is near uniform and the
+    numbers say nothing about that run."""
+    for config_file in (checkpoint / "config.yaml", checkpoint.parent / "config.yaml"):
+        if config_file.is_file():
+            config: dict[str, Any] = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+            return float(config.get("loss", {}).get("mml_temperature", 1.0))  # TrainConfig's default
+    sys.exit(
+        f"{checkpoint}: no config.yaml in it or beside it to read loss.mml_temperature from; "
+        "pass --temperature"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, required=True, help="a `mktod train` checkpoint folder")
@@ -84,11 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     paths = offline_data_paths(args)  # before transformers is imported
 
-    config_file = args.checkpoint.parent / "config.yaml"
-    run_config: dict[str, Any] = (
-        yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    )
-    temperature = args.temperature or float(run_config.get("loss", {}).get("mml_temperature", 1.0))
+    temperature = args.temperature or run_temperature(args.checkpoint)
     pipeline = load_pipeline(args.checkpoint)
     if not isinstance(pipeline.retriever, Retriever):
         sys.exit(
