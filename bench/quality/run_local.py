@@ -716,7 +716,11 @@ def backbone_lines(runs: Results, intervals: Intervals) -> list[str]:
         for dataset, a, b in _pairs(runs, first, second):
             d = intervals.get((dataset, first, second))
             if d is None:
-                verdict = "no interval: the two predictions files are not both kept"
+                ahead = "from-scratch T5" if a["entity_f1"] > b["entity_f1"] else "BERT2BERT"
+                verdict = (
+                    f"the {ahead} backbone is ahead on Entity F1, with no interval (the predictions of "
+                    "one run were not kept)"
+                )
             elif d.excludes_zero:
                 verdict = f"the {'from-scratch T5' if d.difference > 0 else 'BERT2BERT'} backbone is ahead"
             else:
@@ -729,6 +733,29 @@ def backbone_lines(runs: Results, intervals: Intervals) -> list[str]:
                 f"BERT2BERT {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU){interval_text(d)}; "
                 f"{verdict}.",
             ]
+            out += backbone_consequences(dataset, a, b, runs)
+    return out
+
+
+def backbone_consequences(dataset: str, t5: dict[str, Any], b2b: dict[str, Any], runs: Results) -> list[str]:
+    """What the backbone comparison means for the defaults and for the joint retriever's fall."""
+    better = "BERT2BERT" if b2b["entity_f1"] >= t5["entity_f1"] else "the from-scratch T5"
+    out = [
+        f"By Entity F1 {better} is the better offline seq2seq backbone here"
+        + (
+            ", and it stays the one the seq2seq configs (configs/*-{prefix,prompt,ctr}.yaml) name."
+            if better == "BERT2BERT"
+            else "; the seq2seq configs (configs/*-{prefix,prompt,ctr}.yaml) still name BERT2BERT."
+        )
+    ]
+    warm = [r["warmup_recall"]["recall@1"] for r in (t5, b2b) if r.get("warmup_recall")]
+    if warm and all(r["recall@1"] < min(warm) - 20 for r in (t5, b2b)):
+        out.append(
+            f"Both jointly trained retrievers fell far below the warm-up retriever they started from "
+            f"(test Recall@1 {t5['recall@1']:.2f} and {b2b['recall@1']:.2f} against "
+            f"{' / '.join(f'{w:.2f}' for w in warm)}), whichever backbone: the fall comes with joint "
+            "training beside a generator that does not yet read its records, not with one backbone."
+        )
     return out
 
 
