@@ -229,7 +229,8 @@ def main() -> int:
         json.loads(json_path.read_text(encoding="utf-8")) if args.resume and json_path.exists() else []
     )
     rows = []
-    cache = ResponseCache(default_cache_dir() / "openai")  # where cli_generate caches by default
+    # Where each row's cli_generate caches (it inherits this environment): <cache-dir>/openai.
+    cache = ResponseCache(Path(os.environ.get("MKTOD_CACHE_DIR") or default_cache_dir()) / "openai")
     print(f"seeded the answer cache with {seed_cache(cache, ANSWERS)} kept answers", file=sys.stderr)
     log = args.runs / "llama_server.log"
     args.runs.mkdir(parents=True, exist_ok=True)
