@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
@@ -41,263 +41,26 @@ from mktod.paths import default_cache_dir, default_data_dir
 from mktod.significance import PairedDifference
 from mktod.sysinfo import cpu_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the rows table beside this script
+from quality_rows import (
+    BACKBONE_PAIRS,
+    BACKBONE_START,
+    BACKBONES,
+    DATASET_NAMES,
+    KB_ROWS,
+    PAIRINGS,
+    PAPER,
+    PAPER_LARGE,
+    ROWS,
+    SETTING_PAIRS,
+    Row,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 SECTION = "## Local generators (mktod evaluate --checkpoint)"
 RECORD = RESULTS / "quality_local.json"
 KEPT = RESULTS / "quality_local"  # each row's predictions, so that intervals can be drawn again later
-
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    label: str
-    checkpoint: str  # a checkpoint folder or a pipeline file, relative to the repository
-    dataset: str
-    training: str  # how the generator was trained, with the command's config (or "none")
-    train_run: str = ""  # the training output folder (its log.jsonl feeds the dev-F1 plot)
-    split: str = "test"
-    limit: int | None = 100  # None: the whole split
-    batch_size: int = 8
-    backbone: str = ""  # a seq2seq row's backbone (a key of BACKBONES); "" for the SmolLM2 rows
-    options: tuple[str, ...] = ()  # more `mktod evaluate` options, e.g. ("--setting", "condensed")
-
-
-SHIPPED_ADAPTER = (
-    "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml (CPU, condensed KBs, "
-    "60 steps x 4 turns; its step-30 checkpoint, the ft-prompt-mml row's generator, is the adapter "
-    "shipped in mktod/pretrained/smollm2-camrest-lora)"
-)
-ROWS = (
-    Row(
-        "zs-none",
-        "SmolLM2-135M zero-shot, no meta knowledge",
-        "configs/pipelines/camrest-smollm2-zeroshot-none.yaml",
-        "camrest",
-        "none",
-    ),
-    Row(
-        "zs-prompt",
-        "SmolLM2-135M zero-shot, prompt meta knowledge",
-        "configs/pipelines/camrest-smollm2-zeroshot-prompt.yaml",
-        "camrest",
-        "none",
-    ),
-    Row(
-        "ft-prompt-mml",
-        "SmolLM2-135M + LoRA, prompt, NLL + MML",
-        "runs/camrest-condensed-prompt-smollm2-cpu/best",
-        "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml (CPU, 60 steps x 4 turns)",
-        "runs/camrest-condensed-prompt-smollm2-cpu",
-    ),
-    Row(
-        "ft-prompt-nll",
-        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
-        "runs/camrest-condensed-prompt-smollm2-cpu-nomml/best",
-        "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
-        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-nomml (CPU, 60 steps x 4 turns)",
-        "runs/camrest-condensed-prompt-smollm2-cpu-nomml",
-    ),
-    Row(
-        "ft-prefix-mml",
-        "SmolLM2-135M + LoRA, prefix, NLL + MML",
-        "runs/camrest-condensed-prefix-smollm2-cpu/best",
-        "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
-        "--set output_dir=runs/camrest-condensed-prefix-smollm2-cpu (CPU, 60 steps x 4 turns)",
-        "runs/camrest-condensed-prefix-smollm2-cpu",
-    ),
-    Row(
-        "ft-prefix-nll",
-        "SmolLM2-135M + LoRA, prefix, NLL only (w/o MML)",
-        "runs/camrest-condensed-prefix-smollm2-cpu-nomml/best",
-        "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
-        "--set loss.use_mml=false --set output_dir=runs/camrest-condensed-prefix-smollm2-cpu-nomml "
-        "(CPU, 60 steps x 4 turns)",
-        "runs/camrest-condensed-prefix-smollm2-cpu-nomml",
-    ),
-    Row(
-        "b2b-prompt-mml",
-        "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
-        "runs/camrest-condensed-prompt-cpu/best",
-        "camrest",
-        "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
-        "mktod train --config configs/camrest-condensed-prompt-cpu.yaml (CPU, 400 steps x 8 turns)",
-        "runs/camrest-condensed-prompt-cpu",
-        limit=None,
-        batch_size=16,
-        backbone="bert2bert",
-    ),
-    Row(
-        "t5-prompt-mml",
-        "T5-small from scratch FiD, prompt, NLL + MML",
-        "runs/camrest-condensed-prompt-t5-cpu/best",
-        "camrest",
-        "mktod build-backbone --kind t5-scratch --dataset camrest --size small "
-        "--out runs/backbones/camrest-t5-small; "
-        "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml (CPU, 400 steps x 8 turns)",
-        "runs/camrest-condensed-prompt-t5-cpu",
-        limit=None,
-        batch_size=16,
-        backbone="t5-scratch",
-    ),
-    Row(
-        "lora-warmup-condensed",
-        "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
-        "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
-        "camrest",
-        SHIPPED_ADAPTER,
-        options=("--setting", "condensed", "--k", "6"),
-    ),
-    Row(
-        "lora-warmup-large",
-        "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
-        "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
-        "camrest",
-        SHIPPED_ADAPTER,
-    ),
-    Row(
-        "zs-prompt",
-        "SmolLM2-135M zero-shot, prompt meta knowledge",
-        "configs/pipelines/smd-smollm2-zeroshot-prompt.yaml",
-        "smd",
-        "none",
-    ),
-    Row(
-        "zs-none",
-        "SmolLM2-135M zero-shot, no meta knowledge",
-        "configs/pipelines/smd-smollm2-zeroshot-none.yaml",
-        "smd",
-        "none",
-    ),
-    Row(
-        "ft-prompt-mml",
-        "SmolLM2-135M + LoRA, prompt, NLL + MML",
-        "runs/smd-condensed-prompt-smollm2-cpu/best",
-        "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml (CPU, 30 steps x 4 turns)",
-        "runs/smd-condensed-prompt-smollm2-cpu",
-    ),
-    Row(
-        "ft-prompt-mml-noneg",
-        "SmolLM2-135M + LoRA, prompt, NLL + MML without the negative in MML",
-        "runs/smd-condensed-prompt-smollm2-cpu-noneg/best",
-        "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set loss.mml_negative=false "
-        "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-noneg (CPU, 30 steps x 4 turns)",
-        "runs/smd-condensed-prompt-smollm2-cpu-noneg",
-    ),
-    Row(
-        "ft-prompt-nll",
-        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
-        "runs/smd-condensed-prompt-smollm2-cpu-nomml/best",
-        "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
-        "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-nomml (CPU, 30 steps x 4 turns)",
-        "runs/smd-condensed-prompt-smollm2-cpu-nomml",
-    ),
-    Row(
-        "ft-prefix-mml",
-        "SmolLM2-135M + LoRA, prefix, NLL + MML",
-        "runs/smd-condensed-prefix-smollm2-cpu/best",
-        "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
-        "--set output_dir=runs/smd-condensed-prefix-smollm2-cpu (CPU, 30 steps x 4 turns)",
-        "runs/smd-condensed-prefix-smollm2-cpu",
-    ),
-    Row(
-        "ft-prefix-nll",
-        "SmolLM2-135M + LoRA, prefix, NLL only (w/o MML)",
-        "runs/smd-condensed-prefix-smollm2-cpu-nomml/best",
-        "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
-        "--set loss.use_mml=false --set output_dir=runs/smd-condensed-prefix-smollm2-cpu-nomml "
-        "(CPU, 30 steps x 4 turns)",
-        "runs/smd-condensed-prefix-smollm2-cpu-nomml",
-    ),
-    Row(
-        "b2b-prompt-mml",
-        "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
-        "runs/smd-condensed-prompt-cpu/best",
-        "smd",
-        "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
-        "mktod train --config configs/smd-condensed-prompt-cpu.yaml (CPU, 400 steps x 8 turns)",
-        "runs/smd-condensed-prompt-cpu",
-        limit=None,
-        batch_size=16,
-        backbone="bert2bert",
-    ),
-    Row(
-        "t5-prompt-mml",
-        "T5-small from scratch FiD, prompt, NLL + MML",
-        "runs/smd-condensed-prompt-t5-cpu/best",
-        "smd",
-        "mktod build-backbone --kind t5-scratch --dataset smd --size small "
-        "--out runs/backbones/smd-t5-small; "
-        "mktod train --config configs/smd-condensed-prompt-t5-cpu.yaml (CPU, 400 steps x 8 turns)",
-        "runs/smd-condensed-prompt-t5-cpu",
-        limit=None,
-        batch_size=16,
-        backbone="t5-scratch",
-    ),
-    Row(
-        "zs-prompt",
-        "SmolLM2-135M zero-shot, prompt meta knowledge",
-        "configs/pipelines/mwoz-smollm2-zeroshot-prompt.yaml",
-        "mwoz",
-        "none",
-    ),
-    Row(
-        "ft-prompt-mml",
-        "SmolLM2-135M + LoRA, prompt, NLL + MML",
-        "runs/mwoz-condensed-prompt-smollm2-cpu/best",
-        "mwoz",
-        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml (CPU, 30 steps x 4 turns)",
-        "runs/mwoz-condensed-prompt-smollm2-cpu",
-    ),
-)
-
-# METHOD.md §7, condensed KB (Entity F1 / BLEU).
-PAPER = {
-    "camrest": [
-        ("MK-TOD prompt (T5-Base)", 72.09, 25.00),
-        ("MK-TOD prefix (T5-Base)", 72.43, 26.39),
-        ("ChatGPT + MK-TOD prompt", 56.83, 16.07),
-        ("CDNet (no pre-training)", 62.90, 17.80),
-        ("FG2Seq (no pre-training)", 66.40, 20.20),
-    ],
-    "smd": [
-        ("MK-TOD prompt (T5-Base)", 68.28, 23.54),
-        ("MK-TOD prefix (T5-Base)", 68.60, 23.96),
-        ("ChatGPT + MK-TOD prompt", 59.72, 15.24),
-        ("CDNet (no pre-training)", 68.60, 21.80),
-        ("FG2Seq (no pre-training)", 61.10, 16.80),
-    ],
-    "mwoz": [
-        ("MK-TOD prompt (T5-Base)", 52.42, 17.05),
-        ("MK-TOD prefix (T5-Base)", 51.99, 16.97),
-        ("ChatGPT + MK-TOD prompt", 35.84, 7.58),
-        ("CDNet (no pre-training)", 38.70, 11.90),
-        ("FG2Seq (no pre-training)", 36.50, 14.60),
-    ],
-}
-# METHOD.md §7, large-scale KB (Entity F1 / BLEU / Recall@7).
-PAPER_LARGE = {
-    "camrest": [
-        ("Q-TOD (T5-Large)", 63.88, 21.44, 95.52),
-        ("MK-TOD prompt (T5-Base)", 71.67, 26.69, 92.24),
-        ("MK-TOD ctr (T5-Base)", 73.51, 26.85, 93.88),
-    ],
-    "mwoz": [
-        ("Q-TOD (T5-Large)", 46.74, 15.52, 92.97),
-        ("MK-TOD prompt (T5-Base)", 50.69, 17.56, 92.74),
-        ("MK-TOD ctr (T5-Base)", 51.35, 15.96, 92.74),
-    ],
-}
-DATASET_NAMES = {"camrest": "CamRest", "smd": "SMD", "mwoz": "MultiWOZ 2.1"}
 
 
 def out_dir(row: Row) -> Path:
@@ -621,23 +384,6 @@ def few_shot_lines() -> list[str]:
     ]
 
 
-BACKBONES = {
-    "bert2bert": "the BERT2BERT backbone warm-started from MiniLM",
-    "t5-scratch": "a T5-small trained from scratch (sentencepiece tokenizer from the training split)",
-}
-# What each backbone has to learn before it can copy values from its records: why a short run of it
-# says little about the method.
-BACKBONE_START = {
-    "bert2bert": "Its decoder's cross-attention starts random, and all-MiniLM-L6-v2 was trained for "
-    "sentence embeddings, not language modelling.",
-    "t5-scratch": "Every weight starts random: it learns the language from the training split itself "
-    "before it can learn to read the records.",
-}
-
-
-KB_ROWS = {"camrest": 7, "mwoz": 7}  # rows of every condensed KB (SMD's vary, at most 8 = its k)
-
-
 def interval_text(d: PairedDifference | None) -> str:
     if d is None:
         return ""
@@ -733,11 +479,11 @@ def backbone_lines(runs: Results, intervals: Intervals) -> list[str]:
                 f"BERT2BERT {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU){interval_text(d)}; "
                 f"{verdict}.",
             ]
-            out += backbone_consequences(dataset, a, b, runs)
+            out += backbone_consequences(a, b)
     return out
 
 
-def backbone_consequences(dataset: str, t5: dict[str, Any], b2b: dict[str, Any], runs: Results) -> list[str]:
+def backbone_consequences(t5: dict[str, Any], b2b: dict[str, Any]) -> list[str]:
     """What the backbone comparison means for the defaults and for the joint retriever's fall."""
     better = "BERT2BERT" if b2b["entity_f1"] >= t5["entity_f1"] else "the from-scratch T5"
     out = [
@@ -798,38 +544,6 @@ def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> PairedDifference 
         DataPaths(default_data_dir(), default_cache_dir()),
         limit=int(a["turns"]),
     ).difference
-
-
-class Pairing(NamedTuple):
-    """A comparison quality.md states when both rows are there (the first run minus the second)."""
-
-    first: str  # row names
-    second: str
-    topic: str  # what is compared, as the sentence and the closing summary name it
-    detail: str  # what is held fixed
-    name_a: str  # how the sentence names each run
-    name_b: str
-
-
-SAME_SEED = "same data, steps and seed"
-SAME_STEPS = "NLL + MML, same steps"
-PAIRINGS = (
-    Pairing("ft-prompt-mml", "ft-prompt-nll", "prompt ablation", SAME_SEED, "with MML", "without MML"),
-    Pairing("ft-prefix-mml", "ft-prefix-nll", "prefix ablation", SAME_SEED, "with MML", "without MML"),
-    Pairing("ft-prompt-mml", "ft-prefix-mml", "meta-knowledge rendering", SAME_STEPS, "prompt", "prefix"),
-    Pairing(
-        "ft-prompt-mml",
-        "ft-prompt-mml-noneg",
-        "easy negative",
-        SAME_STEPS,
-        "negative in the MML set (METHOD.md §4, the default)",
-        "MML over the retrieved records only (`loss.mml_negative: false`)",
-    ),
-)
-
-
-BACKBONE_PAIRS = (("t5-prompt-mml", "b2b-prompt-mml"),)  # the seq2seq backbones, from-scratch first
-SETTING_PAIRS = (("lora-warmup-condensed", "lora-warmup-large"),)  # the same parts, condensed first
 
 
 def compute_intervals(results: Results, recorded: Recorded) -> Intervals:
