@@ -1,0 +1,58 @@
+"""bench/quality/retriever_drift.py: the retriever half of the joint MML step against a blind generator,
+run end to end on the 3-dialogue sample with a trained tiny retriever."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from train_helpers import tiny_config, write_data
+
+from mktod.datasets import get_loader
+from mktod.retriever import Retriever, build_retriever
+from mktod.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+def _script() -> ModuleType:
+    path = ROOT / "bench" / "quality" / "retriever_drift.py"
+    spec = importlib.util.spec_from_file_location("retriever_drift", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_drift_reports_recall_before_and_after(tmp_path: Path) -> None:
+    paths = write_data(tmp_path)
+    train(tiny_config(tmp_path, "run"), paths)
+    retriever = str(tmp_path / "run" / "best" / "retriever")
+    script = _script()
+    out = tmp_path / "results"
+    argv = ["--retriever", retriever, "--dataset", "camrest", "--noise", "0", "1", "--steps", "2"]
+    argv += ["--batch-size", "2", "--k", "2", "--eval-every", "1", "--out", str(out)]
+    argv += ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    assert script.main(argv) == 0
+
+    report = json.loads((out / "retriever_drift.json").read_text(encoding="utf-8"))
+    assert [(r["noise"], r["steps"]) for r in report["rows"]] == [(0.0, 2), (1.0, 2)]
+    # "before" is the checkpoint as saved: every row starts from a fresh copy of it.
+    dev = get_loader("camrest").load_split("dev", paths)
+    untouched = build_retriever(retriever)
+    assert isinstance(untouched, Retriever)
+    expected = script.recall_at_1(untouched, dev)
+    assert all(r["recall@1_before"] == expected for r in report["rows"])
+    assert all(0.0 <= r["recall@1_after"] <= 100.0 for r in report["rows"])
+    assert all(
+        [s for s, _ in r["trace"]] == [1, 2] and r["trace"][-1][1] == r["recall@1_after"]
+        for r in report["rows"]
+    )
+    table = (out / "retriever_drift.md").read_text(encoding="utf-8")
+    assert f"| 1.0 | 2 | {expected:.2f} |" in table and "k 2" in table
