@@ -55,6 +55,7 @@ from mktod.generators.base import (
 )
 from mktod.meta import MetaConfig
 from mktod.metrics import EntityVocab
+from mktod.mml_diag import MmlMeter, gold_mask
 from mktod.pipeline import Pipeline, PipelineConfig
 from mktod.retriever import Retriever, build_retriever
 from mktod.runlog import keep_until
@@ -204,6 +205,7 @@ def _train(
     if not cfg.retriever.freeze:
         groups += _param_groups(retriever.encoder, cfg.retriever.lr, opt.weight_decay)
     params = [p for g in groups for p in g["params"]]
+    retriever_params = [p for p in retriever.encoder.parameters() if p.requires_grad]
     group.broadcast_params(params)
     optimizer = torch.optim.AdamW(groups)
     scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
@@ -248,6 +250,7 @@ def _train(
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=opt.precision == "bf16")
     index_step: int | None = None
     last: dict[str, float] = {}
+    meter = MmlMeter()  # what MML asks of the retriever, logged as "mml_diag" (this process's turns)
     generator.model.train()
     retriever.encoder.train(not cfg.retriever.freeze)
     bar = tqdm(total=opt.max_steps, initial=step, desc="joint training", unit="step", disable=not main)
@@ -294,6 +297,14 @@ def _train(
                     joint = lik.joint
                 else:  # NLL only (the "w/o MML" ablation): no single-record decoder pass
                     lik, joint = None, generator.joint_logprobs(inputs, targets)
+            if scores is not None and lik is not None:
+                meter.add(
+                    scores.detach(),
+                    lik.single.detach(),
+                    lik.mask.cpu() & retrieved,
+                    gold_mask(records, [ex.gold for ex in batch]),
+                    cfg.loss.mml_temperature,
+                )
             counts = global_counts(group, len(batch), retrieved)
             terms = joint_loss(cfg.loss, joint, lik, scores, counts, retrieved)
             (terms.total / opt.grad_accum).backward()  # type: ignore[no-untyped-call]
@@ -303,6 +314,14 @@ def _train(
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) / opt.grad_accum
 
         group.sync_grads(params)  # the sum of the processes' shares: the whole step's gradient
+        retriever_grads = [p.grad for p in retriever_params if p.grad is not None]
+        retriever_norm = (  # before clipping, which scales every parameter's gradient alike
+            float(
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in retriever_grads]))
+            )
+            if retriever_grads and not cfg.retriever.freeze
+            else None
+        )
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, opt.grad_clip))
         optimizer.step()
         scheduler.step()
@@ -318,6 +337,7 @@ def _train(
             "step": step,
             **last,
             "grad_norm": grad_norm,
+            **({"grad_norm_retriever": retriever_norm} if retriever_norm is not None else {}),
             "lr": rates[0],
             "lr_retriever": 0.0 if cfg.retriever.freeze else rates[-1],
         }
@@ -353,6 +373,9 @@ def _train(
             best_f1, best_step = _shared_best(group, best_f1, best_step)  # the others wait here
         if main and (step % opt.log_every == 0 or step == opt.max_steps or "dev" in entry):
             entry["elapsed_s"] = round(time.monotonic() - started, 1)
+            diag = meter.flush()  # the means since the last written entry
+            if diag:
+                entry["mml_diag"] = diag
             with log_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
         if step % opt.save_every == 0 or step == opt.max_steps:

@@ -28,6 +28,7 @@ from torch import Tensor
 from mktod.encoder import format_context
 from mktod.kb import linearise, value_text
 from mktod.meta import MetaConfig, TaggedRecord, negative_record
+from mktod.metrics import normalize
 from mktod.retriever import Retriever
 from mktod.types import KB, Hit, Record, Split, Utterance
 
@@ -39,6 +40,9 @@ class TrainExample:
     response: str  # the training target
     kb: KB  # the KB this turn searches
     dialogue: int  # index of the dialogue in the split (donor KBs must come from another one)
+    # The response's KB entities, normalised (mktod.metrics.normalize): which records are "gold" in
+    # the training log's MML diagnostics (mktod.mml_diag). Training itself never reads them.
+    gold: frozenset[str] = frozenset()
 
 
 def build_examples(split: Split, global_kb: KB | None) -> list[TrainExample]:
@@ -52,7 +56,10 @@ def build_examples(split: Split, global_kb: KB | None) -> list[TrainExample]:
         for t, turn in enumerate(dialogue.turns):
             context = dialogue.context(t)
             kb = global_kb if global_kb is not None else dialogue.kb
-            out.append(TrainExample(context, format_context(context), value_text(turn.response), kb, index))
+            gold = frozenset(normalize(e) for e in turn.gold_entities)
+            out.append(
+                TrainExample(context, format_context(context), value_text(turn.response), kb, index, gold)
+            )
     return out
 
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import shutil
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 from train_helpers import tiny_config, write_data
 
-from mktod.meta import NEGATIVE_TAGS, TaggedRecord
 from mktod.train import train
-from mktod.types import Record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,29 +24,6 @@ def _script() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_posterior_stats_by_hand() -> None:
-    script = _script()
-    # One turn, three records, τ = 1. Scores log(2), 0, pad: q = (2/3, 1/3). The generator finds the
-    # response 4x likelier under record 2: posterior ∝ (2/3 · 1, 1/3 · 4) = (1/3, 2/3).
-    scores = torch.tensor([[math.log(2.0), 0.0, 5.0]])
-    single = torch.tensor([[0.0, math.log(4.0), 0.0]])
-    mask = torch.tensor([[True, True, False]])
-    gold = torch.tensor([[False, True, True]])  # the padding slot's "gold" must not count
-    stats = script.posterior_stats(scores, single, mask, gold, temperature=1.0)
-    assert stats["q_gold_mass"] == pytest.approx([1 / 3])
-    assert stats["posterior_gold_mass"] == pytest.approx([2 / 3])
-    assert stats["q_top_is_gold"] == [0.0] and stats["posterior_top_is_gold"] == [1.0]
-    assert stats["gold_share"] == pytest.approx([0.5])
-
-
-def test_gold_mask_compares_normalised_values() -> None:
-    script = _script()
-    a = TaggedRecord(Record("a", {"name": "pizza_hut", "area": "centre"}), NEGATIVE_TAGS, 1, 1.0, 1.0)
-    b = TaggedRecord(Record("b", {"name": "golden_wok", "area": "north"}), NEGATIVE_TAGS, 2, 0.5, 0.5)
-    mask = script.gold_mask([(a, b), (b,)], [{"pizza hut"}, {"nowhere"}])
-    assert mask.tolist() == [[True, False], [False, False]]
 
 
 def test_runs_on_a_trained_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -38,11 +38,17 @@ def test_drift_reports_recall_before_and_after(tmp_path: Path) -> None:
     out = tmp_path / "results"
     argv = ["--retriever", retriever, "--dataset", "camrest", "--noise", "0", "1", "--steps", "2"]
     argv += ["--batch-size", "2", "--k", "2", "--eval-every", "1", "--out", str(out)]
+    argv += ["--precision", "fp32", "bf16"]
     argv += ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
     assert script.main(argv) == 0
 
     report = json.loads((out / "retriever_drift.json").read_text(encoding="utf-8"))
-    assert [(r["noise"], r["steps"]) for r in report["rows"]] == [(0.0, 2), (1.0, 2)]
+    assert [(r["noise"], r["precision"], r["steps"]) for r in report["rows"]] == [
+        (0.0, "fp32", 2),
+        (1.0, "fp32", 2),
+        (0.0, "bf16", 2),
+        (1.0, "bf16", 2),
+    ]
     # "before" is the checkpoint as saved: every row starts from a fresh copy of it.
     dev = get_loader("camrest").load_split("dev", paths)
     untouched = build_retriever(retriever)
@@ -55,4 +61,5 @@ def test_drift_reports_recall_before_and_after(tmp_path: Path) -> None:
         for r in report["rows"]
     )
     table = (out / "retriever_drift.md").read_text(encoding="utf-8")
-    assert f"| 1.0 | 2 | {expected:.2f} |" in table and "k 2" in table
+    assert f"| 1.0 | fp32 | 2 | {expected:.2f} |" in table and "k 2" in table
+    assert f"| 1.0 | bf16 | 2 | {expected:.2f} |" in table

@@ -68,6 +68,14 @@ def test_three_step_run_trains_both_sides_and_writes_checkpoints(
     assert [e["step"] for e in log] == [1, 2, 3]
     assert all(math.isfinite(e["mml"]) and e["grad_norm"] > 0 for e in log)
     assert [e["step"] for e in log if "dev" in e] == [2, 3]  # eval_every 2, and the last step
+    # What MML asked of the retriever, per logged step: 2 micro-batches x 2 turns (those with records).
+    assert all(e["grad_norm_retriever"] > 0 for e in log)
+    for e in log:
+        diag = e["mml_diag"]
+        assert 0 < diag["turns"] <= 4 and 0.0 <= diag["total_variation"] <= 1.0
+        assert diag["likelihood_spread"] >= 0.0
+        if "gold_turns" in diag:
+            assert 0 < diag["gold_turns"] <= 4 and 0.0 <= diag["q_gold_mass"] <= 1.0
     for name in ("last", "best"):
         folder = out / name
         assert is_complete(folder)

@@ -34,38 +34,10 @@ from mktod.checkpoint import load_pipeline
 from mktod.cli_common import offline_data_paths
 from mktod.datasets import get_loader
 from mktod.generators.base import GeneratorInput
-from mktod.meta import TaggedRecord
 from mktod.metrics import normalize
+from mktod.mml_diag import gold_mask, posterior_stats
 from mktod.retriever import Retriever
 from mktod.train_data import TrainExample, build_examples, record_scores, retrieve_records
-
-
-def gold_mask(records: Sequence[Sequence[TaggedRecord]], gold: Sequence[set[str]]) -> torch.Tensor:
-    """[B, K] True where a turn's record holds one of its gold entities (values compared normalised)."""
-    k = max((len(turn) for turn in records), default=1)
-    mask = torch.zeros(len(records), max(k, 1), dtype=torch.bool)
-    for b, turn in enumerate(records):
-        for i, tagged in enumerate(turn):
-            mask[b, i] = any(normalize(v) in gold[b] for v in tagged.record.values)
-    return mask
-
-
-def posterior_stats(
-    scores: torch.Tensor, single: torch.Tensor, mask: torch.Tensor, gold: torch.Tensor, temperature: float
-) -> dict[str, list[float]]:
-    """Per turn: q and posterior mass on gold records, whether each top record is gold, gold share."""
-    neg = torch.finfo(scores.dtype).min
-    log_q = torch.log_softmax(torch.where(mask, scores / temperature, neg), dim=-1)
-    log_post = torch.log_softmax(torch.where(mask, log_q + single, neg), dim=-1)
-    q, post = log_q.exp() * mask, log_post.exp() * mask
-    pick = torch.arange(len(scores))
-    return {
-        "q_gold_mass": (q * gold).sum(-1).tolist(),
-        "posterior_gold_mass": (post * gold).sum(-1).tolist(),
-        "q_top_is_gold": gold[pick, q.argmax(-1)].float().tolist(),
-        "posterior_top_is_gold": gold[pick, post.argmax(-1)].float().tolist(),
-        "gold_share": ((gold & mask).sum(-1) / mask.sum(-1).clamp(min=1)).tolist(),
-    }
 
 
 def run_temperature(checkpoint: Path) -> float:
@@ -93,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--temperature", type=float, help="q's temperature (default: the run's loss.mml_temperature)"
     )
+    ap.add_argument(
+        "--dropout",
+        action="store_true",
+        help="the generator's likelihoods with dropout on, as joint training computes them",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="for the dropout masks")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--cache-dir", type=Path)
@@ -118,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = chosen[: args.limit]
 
     stats: dict[str, list[float]] = {}
+    torch.manual_seed(args.seed)
     pipeline.retriever.encoder.eval()
+    pipeline.generator.model.train(args.dropout)  # type: ignore[attr-defined]
     with torch.no_grad():
         for start in tqdm(range(0, len(chosen), args.batch_size), desc="turns", unit="batch"):
             part = chosen[start : start + args.batch_size]
@@ -140,7 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "turns": n,
         "negative": args.negative,
         "temperature": temperature,
-        **{key: round(100 * sum(values) / n, 2) if n else None for key, values in stats.items()},
+        "dropout": args.dropout,
+        # Masses, shares and total variation in percent; the likelihood spread in nats.
+        **{
+            key: round((1 if key == "likelihood_spread" else 100) * sum(values) / n, 2) if n else None
+            for key, values in stats.items()
+        },
     }
     print(json.dumps(summary))
     return 0

@@ -61,10 +61,14 @@ def drift(
     temperature: float,
     seed: int,
     eval_every: int = 0,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Recall@1 on ``dev`` of a fresh copy of retriever ``spec``, before and after ``steps`` MML steps
     against a blind generator with ``noise`` nats of noise per record (and every ``eval_every``
-    steps, when > 0: the joint runs fell between their step-50 and step-100 evaluations)."""
+    steps, when > 0: the joint runs fell between their step-50 and step-100 evaluations).
+
+    ``precision`` "bf16": the scores are computed under bf16 autocast, as in the seq2seq CPU runs
+    (``optim.precision: bf16``), whose retrievers fell; the SmolLM2 runs (fp32) kept theirs."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     retriever = build_retriever(spec)
@@ -77,10 +81,13 @@ def drift(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     trace: list[tuple[int, float]] = []
     retriever.encoder.train()  # dropout on, as in joint training
+    device_type = next(iter(params)).device.type
     for step in tqdm(range(1, steps + 1), desc=f"noise {noise}", unit="step"):
         batch = rng.sample(examples, batch_size)
         records = retrieve_records(retriever, batch, k, meta)
-        scores, mask = record_scores(retriever, [ex.query for ex in batch], records)
+        with torch.autocast(device_type, torch.bfloat16, enabled=precision == "bf16"):
+            scores, mask = record_scores(retriever, [ex.query for ex in batch], records)
+        scores = scores.float()  # as joint_loss hands them to mml_loss
         blind = noise * torch.randn(scores.shape, device=scores.device)  # log p(r|c,e_i) up to a constant
         loss = mml_loss(scores, blind, temperature=temperature, mask=mask)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -93,6 +100,7 @@ def drift(
     after = recall_at_1(retriever, dev)
     return {
         "noise": noise,
+        "precision": precision,
         "steps": steps,
         "recall@1_before": before,
         "recall@1_after": after,
@@ -113,10 +121,12 @@ def write_report(rows: list[dict[str, Any]], settings: dict[str, Any], out: Path
         "",
         "Settings: " + ", ".join(f"{key} {value}" for key, value in settings.items()) + ".",
         "",
-        "| noise (nats) | steps | dev Recall@1 before | after | after each evaluation (step: Recall@1) |",
-        "|---|---|---|---|---|",
+        "| noise (nats) | precision | steps | dev Recall@1 before | after "
+        "| after each evaluation (step: Recall@1) |",
+        "|---|---|---|---|---|---|",
         *(
-            f"| {r['noise']} | {r['steps']} | {r['recall@1_before']:.2f} | {r['recall@1_after']:.2f} | "
+            f"| {r['noise']} | {r.get('precision', 'fp32')} | {r['steps']} "
+            f"| {r['recall@1_before']:.2f} | {r['recall@1_after']:.2f} | "
             + ", ".join(f"{s}: {v:.2f}" for s, v in r["trace"])
             + " |"
             for r in rows
@@ -138,6 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-5, help="the CPU configs' retriever.lr")
     ap.add_argument("--temperature", type=float, default=0.05, help="the CPU configs' mml_temperature")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        nargs="+",
+        default=["fp32"],
+        help="score under bf16 autocast too (the seq2seq CPU runs' optim.precision); one row per value",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--cache-dir", type=Path)
@@ -158,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.temperature,
             args.seed,
             args.eval_every,
+            precision,
         )
+        for precision in args.precision
         for n in args.noise
     ]
     settings = {
