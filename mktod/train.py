@@ -292,7 +292,7 @@ def _train(
                 )
                 if need_single:
                     lik = generator.joint_and_single_logprobs(
-                        inputs, targets, with_no_entity=cfg.loss.use_ctr
+                        inputs, targets, with_no_entity=cfg.loss.use_ctr, single_dropout=cfg.loss.mml_dropout
                     )
                     joint = lik.joint
                 else:  # NLL only (the "w/o MML" ablation): no single-record decoder pass

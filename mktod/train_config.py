@@ -50,6 +50,12 @@ class LossConfig:
     # q = softmax(s/τ). METHOD.md has τ = 1 for BERT inner products; cosine scores in [-1, 1] (the
     # normalised MiniLM encoder) need a small τ (0.05, as in the warm-up) or q is nearly uniform.
     mml_temperature: float = 1.0
+    # Dropout in the single-record likelihoods that MML (and CTR) compare. Off by default: in train
+    # mode every record's sequence log-likelihood carries noise of its own (T5-small on CamRest: a
+    # spread of 7.4 nats across a turn's records, against 0.19 without dropout), the posterior then
+    # follows the noise and MML drags the retriever to chance. The NLL term keeps its dropout (FiD's
+    # encoder and the parallel causal layout share their pass with the singles and lose it).
+    mml_dropout: bool = False
     ctr_top_n: int = 1
     ctr_margin: float = 0.01
 

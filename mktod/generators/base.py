@@ -8,7 +8,8 @@ per-record log p(r|c,e_i) (the MML term), see :mod:`mktod.losses`.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -90,10 +91,36 @@ class TrainableGenerator(Generator, Protocol):
         ...
 
     def joint_and_single_logprobs(
-        self, batch: Sequence[GeneratorInput], responses: Sequence[str], with_no_entity: bool = False
+        self,
+        batch: Sequence[GeneratorInput],
+        responses: Sequence[str],
+        with_no_entity: bool = False,
+        single_dropout: bool = True,
     ) -> Likelihoods:
-        """Differentiable log-likelihoods of ``responses`` (one per turn), see :class:`Likelihoods`."""
+        """Differentiable log-likelihoods of ``responses`` (one per turn), see :class:`Likelihoods`.
+
+        ``single_dropout`` False: the single-record (and no-record) likelihoods are computed without
+        dropout, and so is any pass they share with the joint one (see ``loss.mml_dropout``).
+        """
         ...
+
+
+@contextmanager
+def dropout_off(model: nn.Module, off: bool = True) -> Iterator[None]:
+    """``model`` in eval mode inside the block (every dropout an identity), gradients kept; ``off``
+    False: unchanged. Restores the mode it found.
+
+    Why: each record's likelihood computed in train mode carries its own dropout noise. With a
+    sequence log-likelihood that noise is several nats, larger than the records' real differences,
+    and MML then pulls the retriever toward whichever record the noise favoured.
+    """
+    was = model.training
+    if off:
+        model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 GeneratorFactory = Callable[[GeneratorConfig, MetaConfig, torch.device], Generator]

@@ -26,7 +26,13 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 
-from mktod.generators.base import GeneratorConfig, GeneratorInput, Likelihoods, register_generator
+from mktod.generators.base import (
+    GeneratorConfig,
+    GeneratorInput,
+    Likelihoods,
+    dropout_off,
+    register_generator,
+)
 from mktod.generators.causal_models import resolve_causal_model
 from mktod.generators.prompts import PREFIX_TAG_EXPLANATION
 from mktod.generators.record_attention import (
@@ -276,13 +282,21 @@ class CausalGenerator:
         return self._score(out.last_hidden_state, rows)
 
     def joint_and_single_logprobs(
-        self, batch: Sequence[GeneratorInput], responses: Sequence[str], with_no_entity: bool = False
+        self,
+        batch: Sequence[GeneratorInput],
+        responses: Sequence[str],
+        with_no_entity: bool = False,
+        single_dropout: bool = True,
     ) -> Likelihoods:
         """log p(r|c,E) [B] and log p(r|c,e_i) [B,K] from one prefix pass and two continuation passes.
 
         The prefix (instruction + context) of each turn is computed once; its key/value cache is
         indexed out to the joint row and to every single-record row (plus a no-record row per turn with
         ``with_no_entity``). Gradients flow back through the one prefix pass.
+
+        ``single_dropout`` False: the single-record continuation runs without dropout (the prefix's
+        noise is shared by a turn's rows, so it stays); in the parallel layout, whose single rows read
+        the records' keys and values from the joint pass, the whole computation runs without it.
         """
         if len(batch) != len(responses):
             raise ValueError(f"{len(batch)} turns but {len(responses)} responses")
@@ -290,7 +304,8 @@ class CausalGenerator:
             raise ValueError("empty batch")
         turns = [self.turn(item, r) for item, r in zip(batch, responses, strict=True)]
         if self.parallel:
-            return self._parallel_likelihoods(turns, with_no_entity)
+            with dropout_off(self.model, not single_dropout):
+                return self._parallel_likelihoods(turns, with_no_entity)
         k = max(max(len(t.records), 1) for t in turns)
         prefix = self._rows([(t.prefix, 0) for t in turns])
         out = self._decoder()(input_ids=prefix.ids, attention_mask=prefix.attention, use_cache=True)
@@ -304,7 +319,8 @@ class CausalGenerator:
         record_mask, owners, rows = self._single_rows(turns, k, with_no_entity, with_records=True)
         logps = None
         if rows:
-            logps = self._continue(prefix, kv, torch.tensor(owners, device=self.device), self._rows(rows))
+            with dropout_off(self.model, not single_dropout):
+                logps = self._continue(prefix, kv, torch.tensor(owners, device=self.device), self._rows(rows))
         return self._likelihoods(turns, joint, logps, record_mask, with_no_entity)
 
     def _single_rows(

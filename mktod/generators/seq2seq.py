@@ -24,6 +24,7 @@ from mktod.generators.base import (
     GeneratorConfig,
     GeneratorInput,
     Likelihoods,
+    dropout_off,
     register_generator,
 )
 from mktod.losses import sequence_logprob
@@ -213,17 +214,26 @@ class Seq2SeqGenerator:
         return self._decode_logprob(enc.joint_hidden, enc.joint_attention, self.labels(responses))
 
     def joint_and_single_logprobs(
-        self, batch: Sequence[GeneratorInput], responses: Sequence[str], with_no_entity: bool = False
+        self,
+        batch: Sequence[GeneratorInput],
+        responses: Sequence[str],
+        with_no_entity: bool = False,
+        single_dropout: bool = True,
     ) -> Likelihoods:
         """log p(r|c,E) [B] and log p(r|c,e_i) [B,K] with ONE encoder call and two decoder calls.
 
         The second decoder call has one row per real record (plus one per turn with ``with_no_entity``,
         for the ctr loss's log p(r|c)); it reads the passage encodings the joint call already has, so
         MML adds decoder work only. Gradients of both terms flow back through the one encoder pass.
+
+        ``single_dropout`` False: the encoder call and the single-record decoder call run without
+        dropout (each passage is encoded separately, so encoder dropout is noise of its own in every
+        record's likelihood); the joint decoder call keeps it.
         """
         if len(batch) != len(responses):
             raise ValueError(f"{len(batch)} turns but {len(responses)} responses")
-        enc = self._encode_passages(batch, with_no_entity)
+        with dropout_off(self.model, not single_dropout):
+            enc = self._encode_passages(batch, with_no_entity)
         labels = self.labels(responses)
         joint = self._decode_logprob(enc.joint_hidden, enc.joint_attention, labels)
 
@@ -234,7 +244,8 @@ class Seq2SeqGenerator:
         attention = torch.cat([enc.attention[rows], enc.no_entity_attention])
         # The no-entity passages (if any) came out of the same encoder call, hence the same width.
         expanded = torch.cat([labels[rows // enc.k], labels] if with_no_entity else [labels[rows // enc.k]])
-        logps = self._decode_logprob(hidden, attention, expanded)
+        with dropout_off(self.model, not single_dropout):
+            logps = self._decode_logprob(hidden, attention, expanded)
         n_rows, n_turns = rows.numel(), len(batch)
         single = logps.new_zeros(n_turns * enc.k).index_copy(0, rows, logps[:n_rows]).view(n_turns, enc.k)
         no_entity = logps[n_rows:] if with_no_entity else None

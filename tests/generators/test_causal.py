@@ -264,3 +264,26 @@ def test_parallel_layout_generation_matches_a_reference_decoder() -> None:
 def test_unknown_record_attention_is_rejected() -> None:
     with pytest.raises(ValueError, match="record_attention"):
         make(record_attention="sideways")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("layout", ["causal", "parallel"])
+@pytest.mark.parametrize("single_dropout", [True, False])
+def test_single_rows_run_without_dropout_when_asked(layout: str, single_dropout: bool) -> None:
+    # Which passes see dropout: a hook records the model's mode at every decoder-layer call. Sequential
+    # layout: prefix, joint row, single rows; parallel: the joint pass, then the single rows.
+    gen = make(record_attention=layout)  # type: ignore[arg-type]
+    gen.model.train()
+    modes: list[bool] = []
+    layer = gen.model.model.layers[0]  # type: ignore[union-attr,index]
+    handle = layer.register_forward_hook(lambda module, args, out: modes.append(module.training))
+    try:
+        gen.joint_and_single_logprobs(batch(), RESPONSES, single_dropout=single_dropout)
+    finally:
+        handle.remove()
+    assert gen.model.training  # restored
+    if single_dropout:
+        assert modes == ([True] * 3 if layout == "causal" else [True] * 2)
+    elif layout == "causal":
+        assert modes == [True, True, False]  # the prefix is shared by a turn's rows: its noise is too
+    else:
+        assert modes == [False, False]  # single rows read the joint pass's record keys and values

@@ -218,3 +218,23 @@ def test_joint_logprobs_alone_match_the_joint_term() -> None:
     )
     with pytest.raises(ValueError, match="2 turns but 1 responses"):
         gen.joint_logprobs(batch(), RESPONSES[:1])
+
+
+def test_single_likelihoods_without_dropout_are_the_eval_mode_ones() -> None:
+    # loss.mml_dropout false: every record's likelihood must be free of its own dropout noise, or MML
+    # follows the noise. The joint likelihood (NLL) keeps its decoder dropout.
+    gen = make_generator()
+    gen.model.eval()
+    clean = gen.joint_and_single_logprobs(batch(), RESPONSES, with_no_entity=True)
+    gen.model.train()  # T5's dropout_rate 0.1
+    torch.manual_seed(1)
+    quiet = gen.joint_and_single_logprobs(batch(), RESPONSES, with_no_entity=True, single_dropout=False)
+    assert gen.model.training  # the mode it found is restored
+    torch.testing.assert_close(quiet.single, clean.single, atol=1e-5, rtol=0)
+    assert quiet.no_entity is not None and clean.no_entity is not None
+    torch.testing.assert_close(quiet.no_entity, clean.no_entity, atol=1e-5, rtol=0)
+    assert not torch.allclose(quiet.joint, clean.joint, atol=1e-4)  # decoder dropout still on
+    noisy = gen.joint_and_single_logprobs(batch(), RESPONSES, with_no_entity=True)
+    assert not torch.allclose(noisy.single, clean.single, atol=1e-4)  # the default: dropout everywhere
+    (quiet.joint.sum() + (quiet.single * quiet.mask).sum()).backward()  # still differentiable
+    assert all(p.grad is not None for p in gen.model.get_encoder().parameters() if p.requires_grad)
