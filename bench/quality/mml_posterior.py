@@ -12,8 +12,13 @@ KB, with the records the training loop would give (top-k with meta knowledge, th
 
 and prints one JSON object: the mean mass q and the posterior put on gold records (records holding a
 gold entity), how often each one's top record is gold, and the share of gold records among the
-records (what a uniform distribution would put on them). Posterior gold mass below q's means MML
-teaches the retriever to move away from the records the response needs.
+records (what a uniform distribution would put on them), the total variation between q and the
+posterior, and the spread of the generator's single-record log-likelihoods (nats). Posterior gold
+mass below q's means MML teaches the retriever to move away from the records the response needs.
+
+``--dropout`` computes the likelihoods with dropout on, as joint training did before
+``loss.mml_dropout`` (default off) took it out of them; ``--out F`` appends the summary to a JSONL
+file (bench/results/mml_posterior.jsonl holds the runs quoted in the README).
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0, help="for the dropout masks")
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--out", type=Path, help="also append the summary as one line to this JSONL file")
     ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--cache-dir", type=Path)
     args = ap.parse_args(argv)
@@ -128,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     print(json.dumps(summary))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(summary) + "\n")
     return 0
 
 
