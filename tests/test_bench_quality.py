@@ -188,3 +188,19 @@ def test_large_scale_rows_get_their_own_table_with_recall_at_7(script: ModuleTyp
         "Entity F1 difference +5.00, 95% interval [-1.00, +11.00]; Recall@1 88.00 vs 60.00, "
         "Recall@7 100.00 vs 97.00." in text
     )
+
+
+def test_dropout_comparison_names_both_runs_scores_and_recall(script: ModuleType) -> None:
+    fixed, old = _row(script, "b2b-prompt-mml"), _row(script, "b2b-prompt-mml-dropout")
+    base = {"dataset": "camrest", "split": "test", "turns": 539}
+    results = [
+        (fixed, {**base, "entity_f1": 9.5, "bleu": 8.0, "recall@1": 80.25}),
+        (old, {**base, "entity_f1": 6.33, "bleu": 8.57, "recall@1": 34.29}),
+    ]
+    d = PairedDifference(3.17, 0.5, 6.0, 0.95, 2000, 135)
+    lines = script.dropout_lines(results, {("camrest", "b2b-prompt-mml", "b2b-prompt-mml-dropout"): d})
+    text = " ".join(lines)
+    assert "9.50 / 8.00 against 6.33 / 8.57" in text
+    assert "Entity F1 difference +3.17, 95% interval [+0.50, +6.00]" in text
+    assert "test Recall@1 80.25 against 34.29 (+45.96)" in text
+    assert script.dropout_lines(results[:1], {}) == []  # one run alone: nothing to compare

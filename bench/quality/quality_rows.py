@@ -104,6 +104,34 @@ ROWS = (
         batch_size=16,
         backbone="t5-scratch",
     ),
+    # The same two runs as trained before loss.mml_dropout existed: MML's likelihoods had dropout.
+    Row(
+        "b2b-prompt-mml-dropout",
+        "BERT2BERT (MiniLM) FiD, prompt, NLL + MML with dropout in MML's likelihoods",
+        "runs/camrest-condensed-prompt-cpu-mmldropout/best",
+        "camrest",
+        "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
+        "mktod train --config configs/camrest-condensed-prompt-cpu.yaml --set loss.mml_dropout=true "
+        "--set output_dir=runs/camrest-condensed-prompt-cpu-mmldropout (CPU, 400 steps x 8 turns)",
+        "runs/camrest-condensed-prompt-cpu-mmldropout",
+        limit=None,
+        batch_size=16,
+        backbone="bert2bert",
+    ),
+    Row(
+        "t5-prompt-mml-dropout",
+        "T5-small from scratch FiD, prompt, NLL + MML with dropout in MML's likelihoods",
+        "runs/camrest-condensed-prompt-t5-cpu-mmldropout/best",
+        "camrest",
+        "mktod build-backbone --kind t5-scratch --dataset camrest --size small "
+        "--out runs/backbones/camrest-t5-small; "
+        "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml --set loss.mml_dropout=true "
+        "--set output_dir=runs/camrest-condensed-prompt-t5-cpu-mmldropout (CPU, 400 steps x 8 turns)",
+        "runs/camrest-condensed-prompt-t5-cpu-mmldropout",
+        limit=None,
+        batch_size=16,
+        backbone="t5-scratch",
+    ),
     Row(
         "lora-warmup-condensed",
         "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
@@ -304,5 +332,11 @@ PAIRINGS = (
 )
 
 
-BACKBONE_PAIRS = (("t5-prompt-mml", "b2b-prompt-mml"),)  # the seq2seq backbones, from-scratch first
+BACKBONE_PAIRS = (  # the seq2seq backbones, from-scratch first
+    ("t5-prompt-mml", "b2b-prompt-mml"),
+    ("t5-prompt-mml-dropout", "b2b-prompt-mml-dropout"),
+)
+# The same seq2seq run with MML's likelihoods computed without dropout (loss.mml_dropout false, the
+# default) and with it (before the option existed), the fixed run first.
+DROPOUT_PAIRS = (("b2b-prompt-mml", "b2b-prompt-mml-dropout"), ("t5-prompt-mml", "t5-prompt-mml-dropout"))
 SETTING_PAIRS = (("lora-warmup-condensed", "lora-warmup-large"),)  # the same parts, condensed first
