@@ -204,3 +204,18 @@ def test_dropout_comparison_names_both_runs_scores_and_recall(script: ModuleType
     assert "Entity F1 difference +3.17, 95% interval [+0.50, +6.00]" in text
     assert "test Recall@1 80.25 against 34.29 (+45.96)" in text
     assert script.dropout_lines(results[:1], {}) == []  # one run alone: nothing to compare
+
+
+def test_dev_recall_curves_cover_rows_that_logged_recall(script: ModuleType, tmp_path: Path) -> None:
+    with_recall, without = _row(script, "b2b-prompt-mml"), _row(script, "ft-prompt-mml")
+    curve = {"dev_turns": "first 100 dev turns", "points": [[400, 0.0], [800, 1.5]]}
+    results = [
+        (with_recall, {"dev_curve": {**curve, "recall@1": [[400, 81.5], [800, 80.0]]}}),
+        (without, {"dev_curve": {**curve, "recall@1": []}}),
+    ]
+    recall = script.dev_curves(results, "recall@1")
+    assert list(recall.values()) == [[(400, 81.5), (800, 80.0)]]
+    assert len(script.dev_curves(results)) == 2  # every row has an F1 curve
+    script.plot(recall, tmp_path / "recall.png", "dev Recall@1")
+    assert (tmp_path / "recall.png").stat().st_size > 0
+    assert any(script.RECALL_FIGURE in line for line in script.figure_lines(results))

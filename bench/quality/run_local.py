@@ -4,8 +4,8 @@ Each row is one evaluation of a trained checkpoint or of a pipeline file (config
 untuned reference rows) on a test-set slice. A row whose output folder already holds ``run.json`` is
 reused, so an interrupted run resumes; ``--rerun`` evaluates again. Writes the section
 "Local generators (mktod evaluate --checkpoint)" of quality.md (other sections are kept),
-``quality_local.json`` and ``quality_dev_f1.png`` (dev Entity F1 over training steps, from each training
-run's log.jsonl).
+``quality_local.json``, ``quality_dev_f1.png`` (dev Entity F1 over training steps, from each training
+run's log.jsonl) and ``quality_dev_recall.png`` (the jointly trained retrievers' dev Recall@1).
 
 ``runs/`` is not kept between machines, so each row's record in ``quality_local.json`` holds everything
 the section derives from the run (scores, the share columns, the most common responses, the dev curve,
@@ -317,6 +317,7 @@ def write_markdown(results: Results, intervals: Intervals) -> None:
 
 
 EARLIER_FIGURE = "quality_dev_f1_earlier.png"
+RECALL_FIGURE = "quality_dev_recall.png"
 
 
 def figure_lines(results: Results) -> list[str]:
@@ -324,6 +325,8 @@ def figure_lines(results: Results) -> list[str]:
     out = [""]
     if dev_curves(results):
         out += ["![dev Entity F1 over training steps](quality_dev_f1.png)", ""]
+    if dev_curves(results, "recall@1"):
+        out += [f"![dev Recall@1 of the jointly trained retrievers over training steps]({RECALL_FIGURE})", ""]
     if (RESULTS / EARLIER_FIGURE).is_file():
         out += [
             "The dev curves of the runs trained before 2026-12, drawn from their training logs, which were",
@@ -652,18 +655,19 @@ def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
     ]
 
 
-def dev_curves(results: Results) -> dict[str, list[tuple[int, float]]]:
-    """Each row's recorded dev curve, labelled for the plot."""
+def dev_curves(results: Results, key: str = "points") -> dict[str, list[tuple[int, float]]]:
+    """Each row's recorded dev curve, labelled for the plot: ``key`` "points" (Entity F1) or
+    "recall@1" (the jointly trained retriever's dev Recall@1; rows without it are left out)."""
     return {
         f"{DATASET_NAMES.get(row.dataset, row.dataset)}: {row.label} ({r['dev_curve']['dev_turns']})": [
-            (int(t), float(f)) for t, f in r["dev_curve"]["points"]
+            (int(t), float(f)) for t, f in r["dev_curve"][key]
         ]
         for row, r in results
-        if r.get("dev_curve")
+        if r.get("dev_curve") and r["dev_curve"].get(key)
     }
 
 
-def plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
+def plot(curves: dict[str, list[tuple[int, float]]], path: Path, ylabel: str = "dev Entity F1") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -679,7 +683,7 @@ def plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
         )
     ax.set_xscale("log")
     ax.set_xlabel("training turns seen (steps x turns per step, log scale)")
-    ax.set_ylabel("dev Entity F1")
+    ax.set_ylabel(ylabel)
     ax.set_title("Short CPU training runs")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
@@ -721,6 +725,9 @@ def main() -> int:
     curves = dev_curves(results)
     if curves:
         plot(curves, RESULTS / "quality_dev_f1.png")
+    recall = dev_curves(results, "recall@1")
+    if recall:
+        plot(recall, RESULTS / RECALL_FIGURE, "dev Recall@1 of the jointly trained retriever")
     print((RESULTS / "quality.md").read_text(encoding="utf-8").partition(SECTION)[2][:3000])
     return 0
 
