@@ -104,6 +104,19 @@ ROWS = (
         batch_size=16,
         backbone="t5-scratch",
     ),
+    Row(
+        "b2b-prompt-nll",
+        "BERT2BERT (MiniLM) FiD, prompt, NLL only (w/o MML)",
+        "runs/camrest-condensed-prompt-cpu-nomml/best",
+        "camrest",
+        "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
+        "mktod train --config configs/camrest-condensed-prompt-cpu.yaml --set loss.use_mml=false "
+        "--set output_dir=runs/camrest-condensed-prompt-cpu-nomml (CPU, 400 steps x 8 turns)",
+        "runs/camrest-condensed-prompt-cpu-nomml",
+        limit=None,
+        batch_size=16,
+        backbone="bert2bert",
+    ),
     # The same two runs as trained before loss.mml_dropout existed: MML's likelihoods had dropout.
     Row(
         "b2b-prompt-mml-dropout",
@@ -313,6 +326,7 @@ class Pairing(NamedTuple):
     detail: str  # what is held fixed
     name_a: str  # how the sentence names each run
     name_b: str
+    model: str = "SmolLM2"  # the generator both runs train, as the sentence names it
 
 
 SAME_SEED = "same data, steps and seed"
@@ -328,6 +342,15 @@ PAIRINGS = (
         SAME_STEPS,
         "negative in the MML set (METHOD.md §4, the default)",
         "MML over the retrieved records only (`loss.mml_negative: false`)",
+    ),
+    Pairing(
+        "b2b-prompt-mml",
+        "b2b-prompt-nll",
+        "prompt ablation",
+        SAME_SEED,
+        "with MML",
+        "without MML",
+        "BERT2BERT FiD",
     ),
 )
 

@@ -623,7 +623,7 @@ def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
                     ahead = (p.name_a if d.difference > 0 else p.name_b).split(" (")[0]
                     apart.append(f"{name} {p.topic} ({ahead} ahead)")
             out.append(
-                f"{name} SmolLM2 {p.topic} ({p.detail}): {p.name_a} {a['entity_f1']:.2f} / "
+                f"{name} {p.model} {p.topic} ({p.detail}): {p.name_a} {a['entity_f1']:.2f} / "
                 f"{a['bleu']:.2f}, {p.name_b} {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU)"
                 f"{note}; Recall@1 {a['recall@1']:.2f} vs {b['recall@1']:.2f}."
             )
@@ -631,18 +631,18 @@ def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
         return []
     if not apart:
         verdict = [
-            f"None of the {counted} Entity F1 intervals excludes 0: at this scale (120 to 240",
-            "training turns, 100 test turns) the runs do not tell MML from NLL only, or one rendering from",
-            "the other; the full-size runs of configs/*-smollm2.yaml are what can confirm or contradict",
-            "the paper's direction.",
+            f"None of the {counted} Entity F1 intervals excludes 0: at this scale (short CPU runs, see",
+            "the commands) the runs do not tell MML from NLL only, or one rendering from the other; the",
+            "full-size runs of configs/*-{prefix,prompt,ctr}{,-smollm2}.yaml are what can confirm or",
+            "contradict the paper's direction.",
         ]
     else:
         verdict = [
             f"{len(apart)} of the {counted} Entity F1 intervals exclude 0: {', '.join(apart)}.",
             f"Of {counted} comparisons at 95%, {0.05 * counted:.2f} would exclude 0 by chance alone on",
-            "average, and these are short runs (120 to 240 training turns); the full-size runs of",
-            "configs/*-smollm2.yaml are what can confirm or contradict the paper's direction (MML above",
-            "NLL only).",
+            "average, and these are short CPU runs (see the commands); the full-size runs of",
+            "configs/*-{prefix,prompt,ctr}{,-smollm2}.yaml are what can confirm or contradict the paper's",
+            "direction (MML above NLL only).",
         ]
     return [
         "",
