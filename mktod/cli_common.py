@@ -41,15 +41,24 @@ def add_training_options(p: argparse.ArgumentParser, example_config: str, exampl
     )
 
 
-def positive_int(text: str) -> int:
-    """An argparse type for counts such as --k: argparse then names the option in its error."""
+def _count(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts such as --k: argparse then names the option in its error."""
+    return _count(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type for counts where 0 means none, such as --demos."""
+    return _count(text, 0)
 
 
 def data_paths(args: argparse.Namespace) -> DataPaths:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mktod.cli_common import positive_int
+from mktod.cli_common import non_negative_int, positive_int
 from mktod.errors import ConfigError, MktodError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -49,8 +49,10 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop sequence (repeatable); \\n is a newline, e.g. --openai-stop '\\n' for one-line responses",
     )
     g.add_argument("--openai-timeout", type=float, default=60.0, help="seconds per request attempt")
-    g.add_argument("--openai-max-retries", type=int, default=5, help="retries on 429/5xx/timeouts")
-    g.add_argument("--openai-concurrency", type=int, default=4, help="requests in flight at once")
+    g.add_argument(
+        "--openai-max-retries", type=non_negative_int, default=5, help="retries on 429/5xx/timeouts"
+    )
+    g.add_argument("--openai-concurrency", type=positive_int, default=4, help="requests in flight at once")
     g.add_argument("--openai-cache-dir", help="answer cache (default: <cache-dir>/openai)")
     g.add_argument("--no-openai-cache", action="store_true", help="send every request, store nothing")
     g.add_argument(
@@ -63,7 +65,9 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--k", type=positive_int, help="records retrieved per turn (default 7, or the checkpoint's)"
     )
-    g.add_argument("--demos", type=int, default=2, help="in-context demonstrations per turn (0 for none)")
+    g.add_argument(
+        "--demos", type=non_negative_int, default=2, help="in-context demonstrations per turn (0 for none)"
+    )
     g.add_argument("--demo-k", type=int, help="records shown per demonstration (default: --k)")
     g.add_argument("--limit", type=int, help="only the first N system turns of the split")
     g.add_argument("--out", help="output folder (default runs/openai/DATASET-SPLIT-SETTING-META)")
@@ -79,9 +83,6 @@ def evaluate_with_generator(args: argparse.Namespace) -> int:
     api_key = os.environ.get(args.openai_api_key_env) or None
     if api_key is None and args.openai_base_url.rstrip("/") == DEFAULT_BASE_URL:
         raise ConfigError(f"set ${args.openai_api_key_env} to an OpenAI API key (or use --openai-base-url)")
-    for name in ("demos", "openai_concurrency", "openai_max_retries"):  # --k: positive_int
-        if getattr(args, name) < (0 if name in ("demos", "openai_max_retries") else 1):
-            raise ConfigError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
 
     from mktod.datasets import get_loader
     from mktod.evaluate import evaluate_pipeline
