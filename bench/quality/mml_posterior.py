@@ -91,12 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     meta = replace(pipeline.meta, use_negative=args.negative)
     split = get_loader(args.dataset).load_split(args.split, paths)
-    examples = build_examples(split, None)
-    turns = [turn for dialogue in split.dialogues for turn in dialogue.turns]
     chosen: list[tuple[TrainExample, set[str]]] = []
-    for example, turn in zip(examples, turns, strict=True):
+    for example in build_examples(split, None):  # example.gold: the response's entities, normalised
         kb_values = {normalize(v) for record in example.kb for v in record.values}
-        gold = {normalize(e) for e in turn.gold_entities} & kb_values
+        gold = set(example.gold) & kb_values
         if gold:
             chosen.append((example, gold))
     chosen = chosen[: args.limit]

@@ -473,8 +473,7 @@ def dropout_lines(runs: Results, intervals: Intervals) -> list[str]:
                 "(`loss.mml_dropout: false`, the default) against with dropout (the runs before the option), "
                 f"same config otherwise: Entity F1 / BLEU {a['entity_f1']:.2f} / {a['bleu']:.2f} against "
                 f"{b['entity_f1']:.2f} / {b['bleu']:.2f}{interval_text(d)}; the jointly trained retriever's "
-                f"test Recall@1 {a['recall@1']:.2f} against {b['recall@1']:.2f} "
-                f"({'+' if kept >= 0 else ''}{kept:.2f}).",
+                f"test Recall@1 {a['recall@1']:.2f} against {b['recall@1']:.2f} ({kept:+.2f}).",
             ]
     return out
 
