@@ -63,3 +63,25 @@ def test_drift_reports_recall_before_and_after(tmp_path: Path) -> None:
     table = (out / "retriever_drift.md").read_text(encoding="utf-8")
     assert f"| 1.0 | fp32 | 2 | {expected:.2f} |" in table and "k 2" in table
     assert f"| 1.0 | bf16 | 2 | {expected:.2f} |" in table
+
+
+def test_rows_with_the_same_settings_are_kept_and_replaced(tmp_path: Path) -> None:
+    script = _script()
+    settings = {"retriever": "r", "k": 2}
+
+    def row(noise: float, precision: str, after: float) -> dict[str, object]:
+        return {"noise": noise, "precision": precision, "steps": 2, "recall@1_before": 50.0,
+                "recall@1_after": after, "trace": [[2, after]]}  # fmt: skip
+
+    script.write_report([row(1.0, "fp32", 40.0), row(0.1, "bf16", 45.0)], settings, tmp_path)
+    merged = script.merge_rows([row(1.0, "fp32", 30.0), row(0.0, "fp32", 50.0)], settings, tmp_path)
+    # fp32 first, by noise; the re-measured fp32 1.0 row replaces its old one, the bf16 row stays.
+    assert [(r["precision"], r["noise"], r["recall@1_after"]) for r in merged] == [
+        ("fp32", 0.0, 50.0),
+        ("fp32", 1.0, 30.0),
+        ("bf16", 0.1, 45.0),
+    ]
+    # Other settings: the old rows describe another experiment and are dropped.
+    assert script.merge_rows([row(0.0, "fp32", 50.0)], {"retriever": "other"}, tmp_path) == [
+        row(0.0, "fp32", 50.0)
+    ]
