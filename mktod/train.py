@@ -250,7 +250,7 @@ def _train(
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=opt.precision == "bf16")
     index_step: int | None = None
     last: dict[str, float] = {}
-    meter = MmlMeter()  # what MML asks of the retriever, logged as "mml_diag" (this process's turns)
+    meter = MmlMeter()  # what MML asks of the retriever, logged as "mml_diag" (rank 0's share of turns)
     generator.model.train()
     retriever.encoder.train(not cfg.retriever.freeze)
     bar = tqdm(total=opt.max_steps, initial=step, desc="joint training", unit="step", disable=not main)
@@ -297,7 +297,7 @@ def _train(
                     joint = lik.joint
                 else:  # NLL only (the "w/o MML" ablation): no single-record decoder pass
                     lik, joint = None, generator.joint_logprobs(inputs, targets)
-            if scores is not None and lik is not None:
+            if main and scores is not None and lik is not None:  # rank 0 alone writes the log
                 meter.add(
                     scores.detach(),
                     lik.single.detach(),
