@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mktod import __version__
-from mktod.cli_common import DATASETS, add_path_options, data_paths
+from mktod.cli_common import DATASETS, add_path_options, data_paths, positive_int
 from mktod.cli_generate import add_generator_arguments
 from mktod.cli_retriever import add_retriever_commands
 from mktod.cli_serve import add_serve_commands
@@ -84,7 +84,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from mktod.evaluate import evaluate_file
 
-    scores = evaluate_file(args.dataset, args.split, Path(args.predictions), data_paths(args))
+    scores = evaluate_file(
+        args.dataset, args.split, Path(args.predictions), data_paths(args), limit=args.limit
+    )
     _print_json({"dataset": args.dataset, "split": args.split, **_scores_json(scores)})
     return 0
 
@@ -174,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--split", required=True, choices=["dev", "test"])
     cmp.add_argument("first", help="predictions file of system A")
     cmp.add_argument("second", help="predictions file of system B (the difference is A - B)")
-    cmp.add_argument("--limit", type=int, help="the files hold only the first N system turns")
-    cmp.add_argument("--draws", type=int, default=2000, help="bootstrap redraws of the dialogues")
+    cmp.add_argument("--limit", type=positive_int, help="the files hold only the first N system turns")
+    cmp.add_argument("--draws", type=positive_int, default=2000, help="bootstrap redraws of the dialogues")
     cmp.add_argument("--seed", type=int, default=0)
     cmp.set_defaults(handler=cmd_compare)
 

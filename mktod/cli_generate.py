@@ -68,8 +68,12 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--demos", type=non_negative_int, default=2, help="in-context demonstrations per turn (0 for none)"
     )
-    g.add_argument("--demo-k", type=int, help="records shown per demonstration (default: --k)")
-    g.add_argument("--limit", type=int, help="only the first N system turns of the split")
+    g.add_argument("--demo-k", type=positive_int, help="records shown per demonstration (default: --k)")
+    g.add_argument(
+        "--limit",
+        type=positive_int,
+        help="only the first N system turns of the split (with --predictions: the file holds N lines)",
+    )
     g.add_argument("--out", help="output folder (default runs/openai/DATASET-SPLIT-SETTING-META)")
     g.add_argument("--device", default="cpu", help="torch device of a dense retriever (default cpu)")
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
@@ -55,23 +55,46 @@ def references(split: Split) -> list[str]:
 
 
 def score_predictions(
-    split: Split, predictions: Sequence[str], vocab: EntityVocab, source: str = "predictions"
+    split: Split,
+    predictions: Sequence[str],
+    vocab: EntityVocab,
+    source: str = "predictions",
+    limit: int | None = None,
 ) -> ResponseScores:
-    refs = references(split)
+    """Score one response per system turn; with ``limit`` the predictions are the first N turns only
+    (as `mktod evaluate --checkpoint ... --limit N` writes them)."""
+    refs = first_turns(references(split), limit)
     if len(predictions) != len(refs):
+        where = f"{len(refs)} system turns of {split.dataset} {split.split}"
+        hint = "" if limit is not None else "; pass --limit N if the file holds only the first N turns"
         raise DataError(
             source,
-            f"has {len(predictions)} predictions but {split.dataset} {split.split} has {len(refs)} "
-            "system turns; write one response per line, in the canonical order of the split",
+            f"has {len(predictions)} predictions for {where}; write one response per line, in the "
+            f"canonical order of the split{hint}",
         )
     return evaluate_responses(split.dataset, predictions, refs, vocab)
 
 
-def evaluate_file(dataset: str, split_name: str, predictions_path: Path, paths: DataPaths) -> ResponseScores:
+T = TypeVar("T")
+
+
+def first_turns(turns: Sequence[T], limit: int | None) -> list[T]:
+    """The first ``limit`` turns (all without a limit); a limit below 1 is an error naming --limit."""
+    if limit is None:
+        return list(turns)
+    if limit < 1:
+        raise DataError("--limit", f"must be a positive number of turns, got {limit}")
+    return list(turns[:limit])
+
+
+def evaluate_file(
+    dataset: str, split_name: str, predictions_path: Path, paths: DataPaths, limit: int | None = None
+) -> ResponseScores:
     loader = get_loader(dataset)
     split = loader.load_split(split_name, paths)
     vocab = EntityVocab.from_file(dataset, loader.entity_file(paths))
-    return score_predictions(split, read_predictions(predictions_path), vocab, source=str(predictions_path))
+    preds = read_predictions(predictions_path)
+    return score_predictions(split, preds, vocab, source=str(predictions_path), limit=limit)
 
 
 @dataclass(frozen=True)
@@ -119,11 +142,7 @@ def compare_files(
     loader = get_loader(dataset)
     split = loader.load_split(split_name, paths)
     vocab = EntityVocab.from_file(dataset, loader.entity_file(paths))
-    turns = list(split.iter_turns())
-    if limit is not None:
-        if limit < 1:
-            raise DataError("--limit", f"must be a positive number of turns, got {limit}")
-        turns = turns[:limit]
+    turns = first_turns(list(split.iter_turns()), limit)
     refs = [turn.response for _, _, turn in turns]
     scores, counts = [], []
     for path in (first, second):

@@ -19,7 +19,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def tiny_causal_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
+def tiny_causal_tokenizer(
+    chat_template: bool = True, extra_words: tuple[str, ...] = ()
+) -> PreTrainedTokenizerFast:
+    """``extra_words`` are appended to the vocabulary (the default ids stay as they are)."""
     words = [
         "<pad>",
         "</s>",
@@ -27,7 +30,7 @@ def tiny_causal_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast
         "<|system|>",
         "<|user|>",
         "<|assistant|>",
-        *dict.fromkeys(_TEXT.split()),
+        *dict.fromkeys((*_TEXT.split(), *extra_words)),
     ]
     tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

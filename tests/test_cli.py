@@ -73,7 +73,7 @@ def test_evaluate_rejects_wrong_line_count(
     )
     assert code == 2
     assert out == ""
-    assert "has 2 predictions but smd test has 807 system turns" in err
+    assert "has 2 predictions for 807 system turns of smd test" in err and "pass --limit N" in err
     assert str(preds) in err
 
 
@@ -170,3 +170,10 @@ def test_compare_bootstraps_the_entity_f1_difference(
     code, out, err = run(capsys, *args, str(gold), str(blank))  # 100 lines, but no --limit
     assert code == 2 and out == ""
     assert "has 100 predictions for 539 system turns of camrest test; pass --limit N" in err
+
+    # evaluate scores such a file too: the first 100 turns, as `evaluate --checkpoint --limit 100` wrote it
+    score = ["evaluate", "--dataset", "camrest", "--split", "test", "--data-dir", str(data_dir)]
+    code, out, _ = run(capsys, *score, "--predictions", str(gold), "--limit", "100")
+    assert code == 0 and json.loads(out)["entity_f1"] == 100.0 and json.loads(out)["turns"] == 100
+    code, out, err = run(capsys, *score, "--predictions", str(blank), "--limit", "99")
+    assert code == 2 and "has 100 predictions for 99 system turns of camrest test" in err

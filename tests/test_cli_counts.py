@@ -17,6 +17,8 @@ BASE = ["evaluate", "--generator", "openai", "--dataset", "camrest", "--split", 
         ("--openai-concurrency", "0", "--openai-concurrency: must be at least 1, got 0"),
         ("--openai-max-retries", "-2", "--openai-max-retries: must be at least 0, got -2"),
         ("--k", "0", "--k: must be at least 1, got 0"),
+        ("--limit", "0", "--limit: must be at least 1, got 0"),
+        ("--demo-k", "0", "--demo-k: must be at least 1, got 0"),
     ],
 )
 def test_bad_counts_are_refused_naming_the_option(

@@ -42,6 +42,7 @@ from mktod.generators.record_attention import (
     continuation_mask,
     only_record,
 )
+from mktod.generators.reply import clean_reply
 from mktod.generators.seq2seq import add_meta_tokens, format_context
 from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode, TaggedRecord, render
 from mktod.types import Utterance
@@ -438,7 +439,7 @@ class CausalGenerator:
         finally:
             self.model.train(was_training)
         texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        return [t.strip() for t in texts]
+        return [clean_reply(t, inline=True) for t in texts]
 
     def _prefill(self, ids: Tensor, attention: Tensor, blocks: Tensor) -> Any:
         """The key/value cache of all prompt tokens but the last, computed with the parallel layout's

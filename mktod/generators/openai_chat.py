@@ -41,12 +41,12 @@ from mktod.generators.openai_wire import (
     MalformedResponse,
     ResponseCache,
     backoff_delay,
-    clean_reply,
     parse_completion,
     request_key,
     retry_after_seconds,
 )
 from mktod.generators.prompts import DemonstrationPool, Message, build_messages, spoken
+from mktod.generators.reply import clean_reply
 from mktod.meta import MetaConfig, MetaMode
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """What the chat-LLM generator sends and gets back, apart from the client: the request key and the
-on-disk answer cache, parsing and cleaning an answer, and how long to wait before a retry.
+on-disk answer cache, parsing an answer, and how long to wait before a retry.
 
 Pure functions and a small file cache, so each is tested on its own (mktod.generators.openai_chat
 puts them together).
@@ -111,24 +111,6 @@ def parse_completion(text: str) -> str:
     if not isinstance(content, str):
         raise MalformedResponse("choices[0].message.content is missing or not a string")
     return content
-
-
-_ROLE_LABELS = ("system:", "assistant:", "response:", "system response:")
-
-
-def clean_reply(text: str) -> str:
-    """The response alone: no leading role label, nothing from an invented next user turn on."""
-    lines: list[str] = []
-    for line in text.strip().splitlines():
-        if line.strip().lower().startswith("user:"):
-            break
-        lines.append(line)
-    reply = " ".join(" ".join(lines).split())
-    lowered = reply.lower()
-    for label in sorted(_ROLE_LABELS, key=len, reverse=True):
-        if lowered.startswith(label):
-            return reply[len(label) :].strip()
-    return reply
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -110,6 +110,34 @@ def test_batched_generation_matches_one_at_a_time(num_beams: int) -> None:
     assert all(isinstance(t, str) for t in together)
 
 
+def test_generation_stops_at_an_invented_user_turn() -> None:
+    """A model that learnt to run on into the user's next turn (as the CPU SmolLM2 runs did) answers
+    with its own turn only: the text from ``user:`` on never reaches the metrics or the chat."""
+    tokenizer = tiny_causal_tokenizer(extra_words=("user:",))
+    cfg = GeneratorConfig(kind="causal", model="tiny", max_target_tokens=12)
+    gen = CausalGenerator(tiny_llama(len(tokenizer)), tokenizer, cfg, "prompt")
+    item = batch()[0]
+    target = "golden wok is in the north user: i want a cheap place"
+    optimiser = torch.optim.Adam(gen.model.parameters(), lr=1e-2)
+    gen.model.train()
+    for _ in range(60):  # overfit the one turn until greedy decoding writes the invented turn too
+        optimiser.zero_grad()
+        (-gen.joint_logprobs([item], [target]).sum()).backward()
+        optimiser.step()
+    raw = gen.tokenizer.decode(
+        gen._hf.generate(  # what the model itself writes, before the reply is cleaned
+            input_ids=torch.tensor([gen.prompt(item)]),
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=gen._eos,
+            pad_token_id=0,
+        )[0, len(gen.prompt(item)) :],
+        skip_special_tokens=True,
+    )
+    assert "user: i want" in raw
+    assert gen.generate([item]) == ["golden wok is in the north"]
+
+
 def test_lora_trains_only_the_adapter_and_round_trips(tmp_path: Path) -> None:
     base = save_tiny_llama(tmp_path / "base")
     cfg = GeneratorConfig(kind="causal", model=str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))

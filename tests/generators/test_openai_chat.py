@@ -21,7 +21,6 @@ from mktod.generators.openai_chat import GeneratorUnavailable, OpenAIChatGenerat
 from mktod.generators.openai_wire import (
     MalformedResponse,
     backoff_delay,
-    clean_reply,
     parse_completion,
     request_key,
     retry_after_seconds,
@@ -365,15 +364,6 @@ def test_parse_completion() -> None:
     ]:
         with pytest.raises(MalformedResponse, match=why):
             parse_completion(bad)
-
-
-def test_clean_reply() -> None:
-    assert (
-        clean_reply("  System: golden wok is at 1 main street.\nUser: thanks")
-        == "golden wok is at 1 main street."
-    )
-    assert clean_reply("assistant:   sure ,\n  it is cheap") == "sure , it is cheap"
-    assert clean_reply("the system is down") == "the system is down"
 
 
 def test_retry_after_and_backoff() -> None:
