@@ -71,7 +71,7 @@ def cmd_build_backbone(args: argparse.Namespace) -> int:
         texts = dataset_texts(args.dataset, paths)
         built = build_t5_from_scratch(texts, out, size=args.size, vocab_size=args.vocab_size, seed=args.seed)
     else:
-        built = build_bert2bert(resolve_model(args.encoder), out)
+        built = build_bert2bert(resolve_model(args.encoder), out, cross_attention=args.cross_attention)
     info = {"path": str(built.path), "kind": built.kind, "parameters": built.parameters}
     print(json.dumps({**info, "vocab_size": built.vocab_size}, indent=2))
     return 0
@@ -199,5 +199,12 @@ def add_train_commands(subparsers: Any) -> None:
     bb.add_argument("--vocab-size", type=int, default=8000, help="t5-scratch tokenizer size (upper bound)")
     bb.add_argument("--seed", type=int, default=0, help="t5-scratch initialisation seed")
     bb.add_argument("--encoder", default="all-MiniLM-L6-v2", help="bert2bert: BERT-style model to warm-start")
+    bb.add_argument(
+        "--cross-attention",
+        choices=["random", "self"],
+        default="random",
+        help="bert2bert: the decoder's new cross-attention starts at random, or as a copy of the "
+        "layer's self-attention",
+    )
     bb.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     bb.set_defaults(handler=cmd_build_backbone)

@@ -92,3 +92,24 @@ def test_dataset_texts_cover_utterances_and_records(tmp_path: Path) -> None:
     assert "pizza_hut_city_centre serves cheap italian food" in texts
     assert "pizza hut city centre serves cheap italian food" in texts
     assert any(t.startswith("name pizza hut city centre ; ") for t in texts)
+
+
+def test_bert2bert_cross_attention_can_start_as_a_copy_of_self_attention(tmp_path: Path) -> None:
+    from transformers import EncoderDecoderModel
+
+    encoder = save_tiny_model(tmp_path / "bert")
+    build_bert2bert(encoder, tmp_path / "self", cross_attention="self")
+    build_bert2bert(encoder, tmp_path / "random")
+    copied = EncoderDecoderModel.from_pretrained(tmp_path / "self").decoder.bert.encoder.layer
+    fresh = EncoderDecoderModel.from_pretrained(tmp_path / "random").decoder.bert.encoder.layer
+    for layer, other in zip(copied, fresh, strict=True):
+        own, cross = layer.attention.state_dict(), layer.crossattention.state_dict()
+        assert own.keys() == cross.keys() and all(torch.equal(own[k], cross[k]) for k in own)
+        # the random init is what EncoderDecoderModel gives: not the self-attention weights
+        assert not torch.equal(other.crossattention.self.query.weight, other.attention.self.query.weight)
+        assert torch.equal(layer.attention.self.query.weight, other.attention.self.query.weight)
+    assert json.loads((tmp_path / "self" / "backbone.json").read_text())["cross_attention"] == "self"
+    assert json.loads((tmp_path / "random" / "backbone.json").read_text())["cross_attention"] == "random"
+    _check_generator(tmp_path / "self")  # still a working FiD generator
+    with pytest.raises(ValueError, match="unknown cross-attention init"):
+        build_bert2bert(encoder, tmp_path / "x", cross_attention="zero")  # type: ignore[arg-type]

@@ -90,6 +90,23 @@ def test_build_backbone_t5_scratch(
     assert "--dataset" in capsys.readouterr().err
 
 
+def test_build_backbone_bert2bert_with_copied_cross_attention(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retriever_helpers import save_tiny_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    encoder = save_tiny_model(tmp_path / "bert")
+    out = tmp_path / "b2b"
+    args = ["build-backbone", "--kind", "bert2bert", "--encoder", str(encoder), "--out", str(out)]
+    assert main([*args, "--cross-attention", "self"]) == 0
+    assert _json(capsys)["kind"] == "bert2bert"
+    assert json.loads((out / "backbone.json").read_text())["cross_attention"] == "self"
+    with pytest.raises(SystemExit):
+        main([*args, "--force", "--cross-attention", "zero"])
+    assert "--cross-attention: invalid choice: 'zero'" in capsys.readouterr().err
+
+
 def test_checkpoint_arguments_share_options_the_evaluate_parser_already_has() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--setting", default="condensed")

@@ -278,6 +278,9 @@ def write_markdown(results: Results, intervals: Intervals) -> None:
         "share of responses that contain a speaker tag (`user:`), i.e. repeat the dialogue context or run",
         "on into an invented next turn; *copies a record*: the share that reproduce a record as the",
         "generator was given it (a meta-knowledge phrase or tag, or `name x ; area y ; ...`).",
+        "The SmolLM2 rows were generated before the causal generator learnt to cut an invented next",
+        "turn (2026-12-02, `mktod/generators/reply.py`), so their predictions still hold it (*echoes",
+        "context* counts the ones with `user:`); `--only NAME --rerun` evaluates a row again with the cut.",
         "",
     ]
     for dataset in dict.fromkeys(row.dataset for row, _ in results):
