@@ -37,6 +37,7 @@ def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(module, "RESULTS", results)
     monkeypatch.setattr(module, "RECORD", results / "quality_local.json")
     monkeypatch.setattr(module, "KEPT", results / "quality_local")
+    monkeypatch.setattr(module, "CONTEXT_USE", results / "context_use.jsonl")
     monkeypatch.setattr(module, "machine", lambda: "test machine")
     return module
 
@@ -219,3 +220,36 @@ def test_dev_recall_curves_cover_rows_that_logged_recall(script: ModuleType, tmp
     script.plot(recall, tmp_path / "recall.png", "dev Recall@1")
     assert (tmp_path / "recall.png").stat().st_size > 0
     assert any(script.RECALL_FIGURE in line for line in script.figure_lines(results))
+
+
+def test_a_seq2seq_row_states_how_much_its_checkpoint_reads_its_input(script: ModuleType) -> None:
+    row = script.Row(
+        "b2b-selfx-prompt-mml",
+        "label",
+        "runs/b2b/best",
+        "camrest",
+        "mktod train ...",
+        backbone="bert2bert-selfx",
+    )
+    record = {
+        "turns": 539,
+        "entity_f1": 20.0,
+        "bleu": 9.0,
+        "recall@1": 85.0,
+        "recall@7": 100.0,
+        "k": 6,
+        "shares": {"distinct": 40.0},
+        "common_responses": ["sure"],
+    }
+    assert not any("Reading its input" in line for line in script.seq2seq_lines([(row, record)], {}))
+    measured = {"checkpoint": "runs/b2b/best", "split": "dev", "turns": 96, "gap_input": 3.5}
+    lines = [
+        {**measured, "split": "test", "gap_records": 9.0},  # a dev measurement is preferred
+        {**measured, "gap_input": 1.0, "gap_records": 0.5},  # replaced by the later dev line
+        {**measured, "gap_records": 2.25},
+        {**measured, "checkpoint": "runs/other/best", "gap_records": 7.0},
+    ]
+    script.CONTEXT_USE.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    text = " ".join(script.seq2seq_lines([(row, record)], {}))
+    assert "on the first 96 dev turns this checkpoint gives the gold response +3.50 nats" in text
+    assert "+2.25 over the context alone (bench/results/context_use.md)" in text

@@ -92,6 +92,21 @@ ROWS = (
         backbone="bert2bert",
     ),
     Row(
+        "b2b-selfx-prompt-mml",
+        "BERT2BERT (MiniLM, cross-attention copied from self-attention) FiD, prompt, NLL + MML",
+        "runs/camrest-condensed-prompt-cpu-selfx/best",
+        "camrest",
+        "mktod build-backbone --kind bert2bert --cross-attention self "
+        "--out runs/backbones/bert2bert-minilm-selfx; "
+        "mktod train --config configs/camrest-condensed-prompt-cpu.yaml "
+        "--set generator.model=runs/backbones/bert2bert-minilm-selfx "
+        "--set output_dir=runs/camrest-condensed-prompt-cpu-selfx (CPU, 400 steps x 8 turns)",
+        "runs/camrest-condensed-prompt-cpu-selfx",
+        limit=None,
+        batch_size=16,
+        backbone="bert2bert-selfx",
+    ),
+    Row(
         "t5-prompt-mml",
         "T5-small from scratch FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-t5-cpu/best",
@@ -302,6 +317,8 @@ DATASET_NAMES = {"camrest": "CamRest", "smd": "SMD", "mwoz": "MultiWOZ 2.1"}
 
 BACKBONES = {
     "bert2bert": "the BERT2BERT backbone warm-started from MiniLM",
+    "bert2bert-selfx": "the BERT2BERT backbone warm-started from MiniLM, its cross-attention a copy of "
+    "its self-attention (`build-backbone --cross-attention self`)",
     "t5-scratch": "a T5-small trained from scratch (sentencepiece tokenizer from the training split)",
 }
 # What each backbone has to learn before it can copy values from its records: why a short run of it
@@ -309,6 +326,9 @@ BACKBONES = {
 BACKBONE_START = {
     "bert2bert": "Its decoder's cross-attention starts random, and all-MiniLM-L6-v2 was trained for "
     "sentence embeddings, not language modelling.",
+    "bert2bert-selfx": "Its decoder's cross-attention starts as a copy of its self-attention, so it reads "
+    "the encoder from the first step; its language-model head is still new (all-MiniLM-L6-v2 was trained "
+    "for sentence embeddings).",
     "t5-scratch": "Every weight starts random: it learns the language from the training split itself "
     "before it can learn to read the records.",
 }
@@ -350,6 +370,15 @@ PAIRINGS = (
         SAME_SEED,
         "with MML",
         "without MML",
+        "BERT2BERT FiD",
+    ),
+    Pairing(
+        "b2b-selfx-prompt-mml",
+        "b2b-prompt-mml",
+        "cross-attention initialisation",
+        SAME_SEED,
+        "copied from self-attention",
+        "random",
         "BERT2BERT FiD",
     ),
 )

@@ -458,9 +458,31 @@ def seq2seq_lines(results: Results, intervals: Intervals) -> list[str]:
                 f"Its dev Entity F1 peaked at {f1:.2f} after {turns} training turns "
                 "(the checkpoint scored here)."
             )
+        use = context_use(row.checkpoint)
+        if use is not None:
+            out.append(
+                f"Reading its input: on the first {use['turns']} {use['split']} turns this checkpoint gives "
+                f"the gold response {use['gap_input']:+.2f} nats with its own input over another "
+                f"dialogue's, {use['gap_records']:+.2f} over the context alone ({CONTEXT_USE_TABLE})."
+            )
     out += backbone_lines(runs, intervals)
     out += dropout_lines(runs, intervals)
     return out
+
+
+CONTEXT_USE = RESULTS / "context_use.jsonl"  # written by bench/quality/context_use.py --out
+CONTEXT_USE_TABLE = "bench/results/context_use.md"
+
+
+def context_use(checkpoint: str, path: Path | None = None) -> dict[str, Any] | None:
+    """The latest context_use.py measurement of ``checkpoint`` (a dev split preferred), if any."""
+    path = CONTEXT_USE if path is None else path
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    mine = [r for r in rows if r.get("checkpoint") == checkpoint]
+    dev = [r for r in mine if r.get("split") == "dev"]
+    return (dev or mine)[-1] if mine else None
 
 
 def dropout_lines(runs: Results, intervals: Intervals) -> list[str]:
