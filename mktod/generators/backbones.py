@@ -174,7 +174,8 @@ def copy_self_attention(decoder: Any) -> int:
     step 400; bench/results/context_use.md). Encoder and decoder start from the same checkpoint, so
     the encoder's outputs are close to the space the decoder's self-attention already reads: a copied
     query/key pair attends from the first step to the encoder tokens that match the decoder's (an
-    entity name in a record, say), and the copied value/output pass their content on. Returns how many layers were copied.
+    entity name in a record, say), and the copied value/output pass their content on. Returns how many
+    layers were copied.
     """
     layers = list(decoder.bert.encoder.layer)
     for layer in layers:
