@@ -54,7 +54,9 @@ def test_runs_on_a_trained_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixt
     assert summary["gap_input"] == pytest.approx(summary["own"] - summary["other_dialogue"], abs=2e-3)
     assert json.loads((tmp_path / "out.jsonl").read_text()) == summary
     table = (tmp_path / "out.md").read_text()
-    assert f"| `{tmp_path / 'run' / 'best'}` | camrest dev |" in table
+    step = json.loads((tmp_path / "run" / "best" / "dev_scores.json").read_text())["step"]
+    assert summary["step"] == step
+    assert f"| `{tmp_path / 'run' / 'best'}` | {step} | camrest dev |" in table
 
 
 def test_a_rerun_replaces_its_line_and_the_table_lists_all(tmp_path: Path) -> None:
@@ -68,4 +70,4 @@ def test_a_rerun_replaces_its_line_and_the_table_lists_all(tmp_path: Path) -> No
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["checkpoint"], r["own"]) for r in rows] == [("b", -10.0), ("a", -9.0)]
     table = out.with_suffix(".md").read_text()
-    assert "| `a` | camrest dev | 96 | -9.00 | -11.00 | -10.00 | +2.00 | +1.00 |" in table
+    assert "| `a` |  | camrest dev | 96 | -9.00 | -11.00 | -10.00 | +2.00 | +1.00 |" in table

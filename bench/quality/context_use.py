@@ -60,9 +60,9 @@ def summarise(own: Sequence[float], other: Sequence[float], bare: Sequence[float
 
 
 TABLE_HEAD = (
-    "| checkpoint | split | turns | own input | another dialogue's | no records | gap: input "
+    "| checkpoint | step | split | turns | own input | another dialogue's | no records | gap: input "
     "| gap: records |",
-    "|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|",
 )
 
 
@@ -81,7 +81,8 @@ def table(rows: Sequence[dict[str, object]]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| `{r['checkpoint']}` | {r['dataset']} {r['split']} | {r['turns']} | {r['own']:.2f} | "
+            f"| `{r['checkpoint']}` | {r.get('step') or ''} | {r['dataset']} {r['split']} | {r['turns']} | "
+            f"{r['own']:.2f} | "
             f"{r['other_dialogue']:.2f} | {r['no_records']:.2f} | {r['gap_input']:+.2f} | "
             f"{r['gap_records']:+.2f} |"
         )
@@ -94,11 +95,20 @@ def append(path: Path, summary: dict[str, object]) -> None:
     rows: list[dict[str, object]] = []
     if path.is_file():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    key = ("checkpoint", "dataset", "split", "turns", "shift")
-    rows = [r for r in rows if any(r.get(k) != summary[k] for k in key)] + [summary]
+    key = ("checkpoint", "step", "dataset", "split", "turns", "shift")
+    rows = [r for r in rows if any(r.get(k) != summary.get(k) for k in key)] + [summary]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     path.with_suffix(".md").write_text(table(rows), encoding="utf-8")
+
+
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The training step a `mktod train` checkpoint was saved at (its dev_scores.json), if it says."""
+    scores = checkpoint / "dev_scores.json"
+    if not scores.is_file():
+        return None
+    step = json.loads(scores.read_text(encoding="utf-8")).get("step")
+    return int(step) if step is not None else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 likelihoods[key] += [float(v) for v in values]
     summary = {
         "checkpoint": str(args.checkpoint),
+        "step": checkpoint_step(args.checkpoint),  # best/ and last/ move on as a run goes on
         "dataset": args.dataset,
         "split": args.split,
         "turns": len(examples),
