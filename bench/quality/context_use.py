@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from mktod.checkpoint import load_pipeline
-from mktod.cli_common import offline_data_paths, positive_int
+from mktod.cli_common import add_path_options, offline_data_paths, positive_int
 from mktod.datasets import get_loader
 from mktod.generators.base import GeneratorInput
 from mktod.train_data import build_examples, retrieve_records
@@ -122,8 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--batch-size", type=positive_int, default=8)
     ap.add_argument("--out", type=Path, help="also append the summary as one line to this JSONL file")
-    ap.add_argument("--data-dir", type=Path)
-    ap.add_argument("--cache-dir", type=Path)
+    add_path_options(ap)  # --data-dir, --cache-dir, as every mktod command has them
     args = ap.parse_args(argv)
     paths = offline_data_paths(args)  # before transformers is imported
 

@@ -36,7 +36,7 @@ import yaml
 from tqdm import tqdm
 
 from mktod.checkpoint import load_pipeline
-from mktod.cli_common import offline_data_paths
+from mktod.cli_common import add_path_options, offline_data_paths
 from mktod.datasets import get_loader
 from mktod.generators.base import GeneratorInput
 from mktod.metrics import normalize
@@ -78,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="for the dropout masks")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--out", type=Path, help="also append the summary as one line to this JSONL file")
-    ap.add_argument("--data-dir", type=Path)
-    ap.add_argument("--cache-dir", type=Path)
+    add_path_options(ap)  # --data-dir, --cache-dir, as every mktod command has them
     args = ap.parse_args(argv)
     paths = offline_data_paths(args)  # before transformers is imported
 

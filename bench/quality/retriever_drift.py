@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mktod.cli_common import offline_data_paths
+from mktod.cli_common import add_path_options, offline_data_paths
 from mktod.datasets import get_loader
 from mktod.evaluate_retriever import score_split
 from mktod.losses import mml_loss
@@ -181,8 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="score under bf16 autocast too (the seq2seq CPU runs' optim.precision); one row per value",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument("--data-dir", type=Path)
-    ap.add_argument("--cache-dir", type=Path)
+    add_path_options(ap)  # --data-dir, --cache-dir, as every mktod command has them
     args = ap.parse_args(argv)
     paths = offline_data_paths(args)  # before transformers is imported
     loader = get_loader(args.dataset)

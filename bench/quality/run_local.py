@@ -421,6 +421,7 @@ def seq2seq_lines(results: Results, intervals: Intervals) -> list[str]:
     """What each short seq2seq (FiD) run learned, from its numbers, its predictions and its log; then
     the two offline backbones side by side (issue #4 item 7)."""
     runs = [(row, r) for row, r in results if row.backbone]
+    measured = context_use_rows()  # how much each checkpoint reads its input
     out: list[str] = []
     for row, r in runs:
         distinct = r["shares"]["distinct"]
@@ -458,7 +459,7 @@ def seq2seq_lines(results: Results, intervals: Intervals) -> list[str]:
                 f"Its dev Entity F1 peaked at {f1:.2f} after {turns} training turns "
                 "(the checkpoint scored here)."
             )
-        use = context_use(row.checkpoint)
+        use = context_use(row.checkpoint, measured)
         if use is not None:
             out.append(
                 f"Reading its input: on the first {use['turns']} {use['split']} turns this checkpoint gives "
@@ -474,12 +475,16 @@ CONTEXT_USE = RESULTS / "context_use.jsonl"  # written by bench/quality/context_
 CONTEXT_USE_TABLE = "bench/results/context_use.md"
 
 
-def context_use(checkpoint: str, path: Path | None = None) -> dict[str, Any] | None:
-    """The latest context_use.py measurement of ``checkpoint`` (a dev split preferred), if any."""
-    path = CONTEXT_USE if path is None else path
-    if not path.is_file():
-        return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def context_use_rows() -> list[dict[str, Any]]:
+    """Every measurement in context_use.jsonl (none when the file is missing)."""
+    if not CONTEXT_USE.is_file():
+        return []
+    lines = CONTEXT_USE.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def context_use(checkpoint: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest of ``rows`` measuring ``checkpoint`` (a dev split preferred), if any."""
     mine = [r for r in rows if r.get("checkpoint") == checkpoint]
     dev = [r for r in mine if r.get("split") == "dev"]
     return (dev or mine)[-1] if mine else None
