@@ -59,6 +59,7 @@ from mktod.mml_diag import MmlMeter, gold_mask
 from mktod.pipeline import Pipeline, PipelineConfig
 from mktod.retriever import Retriever, build_retriever
 from mktod.runlog import keep_until
+from mktod.sysinfo import bf16_cpu_warning
 from mktod.train_config import RetrieverSection, TrainConfig
 from mktod.train_data import (
     build_examples,
@@ -248,6 +249,9 @@ def _train(
     need_single = cfg.loss.use_mml or cfg.loss.use_ctr
     batches_per_epoch = math.ceil(len(examples) / opt.batch_size)
     autocast = torch.autocast(torch.device(device).type, torch.bfloat16, enabled=opt.precision == "bf16")
+    slow = bf16_cpu_warning(opt.precision, device, "optim.precision")
+    if slow and main:
+        tqdm.write(f"warning: {slow}", file=sys.stderr)
     index_step: int | None = None
     last: dict[str, float] = {}
     meter = MmlMeter()  # what MML asks of the retriever, logged as "mml_diag" (rank 0's share of turns)

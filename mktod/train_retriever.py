@@ -44,6 +44,7 @@ from mktod.retriever import Retriever, build_retriever, value_counts
 from mktod.retriever_config import RetrieverTrainConfig, StageConfig, WarmupConfig
 from mktod.retriever_mml import BatchLoss, frozen_generator_mml
 from mktod.runlog import keep_until
+from mktod.sysinfo import bf16_cpu_warning
 from mktod.train_data import build_examples
 from mktod.types import KB, Record, Split
 
@@ -194,6 +195,9 @@ def run_stage(
     are drawn from a permutation that depends only on (seed, epoch), so a run resumed from
     ``stage_dir``'s latest checkpoint sees the same batches as an uninterrupted one.
     """
+    slow = bf16_cpu_warning(cfg.precision, str(encoder.device), f"{name}.precision")
+    if slow:
+        tqdm.write(f"warning: {slow}", file=sys.stderr)
     full, rest = divmod(n_examples, cfg.batch_size)
     steps_per_epoch = full if drop_last or rest == 0 else full + 1
     if steps_per_epoch == 0:
