@@ -18,7 +18,8 @@ def cpu_model() -> str:
 
 
 # CPU flags of the instructions that make bf16 matrix products fast. Without them PyTorch emulates
-# bf16 and an autocast step is many times slower than fp32 (a CamRest warm-up step: over 100 s against 7 s on a 2-core AVX2 EPYC).
+# bf16 and an autocast step is many times slower than fp32 (a CamRest warm-up step: over 100 s
+# against 7 s on a 2-core AVX2 EPYC).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
