@@ -21,6 +21,7 @@ from mktod.cli_common import (
     positive_int,
 )
 from mktod.errors import ConfigError
+from mktod.generators.backbones import CROSS_INITS  # no torch: cheap at parser build time
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -201,7 +202,7 @@ def add_train_commands(subparsers: Any) -> None:
     bb.add_argument("--encoder", default="all-MiniLM-L6-v2", help="bert2bert: BERT-style model to warm-start")
     bb.add_argument(
         "--cross-attention",
-        choices=["random", "self"],
+        choices=CROSS_INITS,
         default="random",
         help="bert2bert: the decoder's new cross-attention starts at random, or as a copy of the "
         "layer's self-attention",
