@@ -8,6 +8,7 @@ Layout (written by :func:`save_checkpoint`, read by :func:`load_pipeline`)::
     pipeline.yaml   PipelineSpec: dataset, k, setting, meta config, generator config
     config.yaml     the training config with its provenance (command, data version), when from training
     state.pt        resumable training state (optimizer, scheduler, step, RNG), in ``last/`` only
+    step.json       the training step the weights are from, when from training (``checkpoint_step``)
     COMPLETE        written last; a folder without it is an interrupted save and is never loaded
 
 Paths inside ``pipeline.yaml`` are relative to the folder, so a checkpoint can be moved or copied.
@@ -15,6 +16,7 @@ Paths inside ``pipeline.yaml`` are relative to the folder, so a checkpoint can b
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +34,7 @@ from mktod.retriever import Retriever, RetrieverProtocol, build_retriever
 COMPLETE = "COMPLETE"
 PIPELINE_FILE = "pipeline.yaml"
 STATE_FILE = "state.pt"
+STEP_FILE = "step.json"
 GENERATOR_DIR = "generator"
 RETRIEVER_DIR = "retriever"
 
@@ -57,6 +60,25 @@ def is_complete(directory: Path) -> bool:
     return (directory / COMPLETE).is_file()
 
 
+def checkpoint_step(directory: Path) -> int | None:
+    """The training step a checkpoint's weights are from, or None when it does not say.
+
+    Reads ``step.json``; checkpoints written before it existed fall back to ``best/``'s
+    ``dev_scores.json`` or ``last/``'s ``state.pt``.
+    """
+    step_file = directory / STEP_FILE
+    if step_file.is_file():
+        return int(json.loads(step_file.read_text(encoding="utf-8"))["step"])
+    scores = directory / "dev_scores.json"
+    if scores.is_file():
+        step = json.loads(scores.read_text(encoding="utf-8")).get("step")
+        return int(step) if step is not None else None
+    state = directory / STATE_FILE
+    if state.is_file():
+        return int(torch.load(state, map_location="cpu", weights_only=True)["step"])
+    return None
+
+
 def save_checkpoint(
     directory: Path,
     generator: Any,
@@ -65,6 +87,7 @@ def save_checkpoint(
     config_text: str = "",
     state: dict[str, Any] | None = None,
     extra_files: dict[str, str] | None = None,
+    step: int | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically: built beside ``directory``, then swapped in.
 
@@ -90,6 +113,8 @@ def save_checkpoint(
     dump_config(replace(spec, generator=saved), tmp / PIPELINE_FILE)
     if config_text:
         (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
+    if step is not None:
+        (tmp / STEP_FILE).write_text(json.dumps({"step": step}) + "\n", encoding="utf-8")
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text, encoding="utf-8")
     if state is not None:

@@ -369,7 +369,9 @@ def _train(
             if best_f1 is None or f1 > best_f1:
                 best_f1, best_step = f1, step
                 extra = {"dev_scores.json": json.dumps(scores_json, indent=2) + "\n"}
-                save_checkpoint(best_dir, generator, retriever, spec, config_text, extra_files=extra)
+                save_checkpoint(
+                    best_dir, generator, retriever, spec, config_text, extra_files=extra, step=step
+                )
         if evaluating:
             if large and global_kb is not None and not main:  # as rank 0's evaluation just did
                 retriever.build_index(global_kb)
@@ -393,7 +395,7 @@ def _train(
                     "rng_torch": torch.get_rng_state(),
                     "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 }
-                save_checkpoint(last_dir, generator, retriever, spec, config_text, state)
+                save_checkpoint(last_dir, generator, retriever, spec, config_text, state, step=step)
             group.barrier()  # no process goes on (or returns) before last/ is complete
             if large and global_kb is not None:  # what a run resumed from here will index first
                 retriever.build_index(global_kb)

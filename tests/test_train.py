@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from train_helpers import crash_after_step, make_models, tiny_config, write_data
 
 import mktod.train as train_module
-from mktod.checkpoint import is_complete, load_pipeline, load_spec
+from mktod.checkpoint import checkpoint_step, is_complete, load_pipeline, load_spec
 from mktod.config import load_config
 from mktod.datasets import DataPaths, get_loader
 from mktod.errors import ConfigError
@@ -183,6 +183,18 @@ def test_best_checkpoint_is_the_best_dev_entity_f1(
     assert (result.best_step, result.best_entity_f1) == (2, 30.0)
     scores = json.loads((root / "best" / "best" / "dev_scores.json").read_text())
     assert scores["step"] == 2 and scores["entity_f1"] == 30.0
+    # Each folder says which step its weights are from: best/ the best evaluation's, last/ the last.
+    assert checkpoint_step(root / "best" / "best") == 2
+    assert checkpoint_step(root / "best" / "last") == 3
+
+
+def test_checkpoint_step_reads_older_checkpoints_without_step_json(tmp_path: Path) -> None:
+    best, last, bare = tmp_path / "best", tmp_path / "last", tmp_path / "bare"
+    for folder in (best, last, bare):
+        folder.mkdir()
+    (best / "dev_scores.json").write_text(json.dumps({"step": 150, "entity_f1": 6.0}))
+    torch.save({"step": 400, "best_f1": 6.0, "rng_torch": torch.get_rng_state()}, last / "state.pt")
+    assert (checkpoint_step(best), checkpoint_step(last), checkpoint_step(bare)) == (150, 400, None)
 
 
 def test_load_pipeline_round_trip_generates(root: Path, paths: DataPaths) -> None:

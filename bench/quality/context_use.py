@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mktod.checkpoint import load_pipeline
+from mktod.checkpoint import checkpoint_step, load_pipeline
 from mktod.cli_common import add_path_options, offline_data_paths, positive_int
 from mktod.datasets import get_loader
 from mktod.generators.base import GeneratorInput
@@ -100,15 +100,6 @@ def append(path: Path, summary: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     path.with_suffix(".md").write_text(table(rows), encoding="utf-8")
-
-
-def checkpoint_step(checkpoint: Path) -> int | None:
-    """The training step a `mktod train` checkpoint was saved at (its dev_scores.json), if it says."""
-    scores = checkpoint / "dev_scores.json"
-    if not scores.is_file():
-        return None
-    step = json.loads(scores.read_text(encoding="utf-8")).get("step")
-    return int(step) if step is not None else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
