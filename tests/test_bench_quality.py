@@ -27,6 +27,13 @@ def _script() -> ModuleType:
     return module
 
 
+def _findings() -> ModuleType:
+    """findings.py, the prose beside run_local.py (importable once _script() has put its folder on
+    sys.path)."""
+    _script()
+    return importlib.import_module("findings")
+
+
 @pytest.fixture
 def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The script with its repository root, results folder and record moved into ``tmp_path``."""
@@ -199,12 +206,12 @@ def test_dropout_comparison_names_both_runs_scores_and_recall(script: ModuleType
         (old, {**base, "entity_f1": 6.33, "bleu": 8.57, "recall@1": 34.29}),
     ]
     d = PairedDifference(3.17, 0.5, 6.0, 0.95, 2000, 135)
-    lines = script.dropout_lines(results, {("camrest", "b2b-prompt-mml", "b2b-prompt-mml-dropout"): d})
+    lines = _findings().dropout_lines(results, {("camrest", "b2b-prompt-mml", "b2b-prompt-mml-dropout"): d})
     text = " ".join(lines)
     assert "9.50 / 8.00 against 6.33 / 8.57" in text
     assert "Entity F1 difference +3.17, 95% interval [+0.50, +6.00]" in text
     assert "test Recall@1 80.25 against 34.29 (+45.96)" in text
-    assert script.dropout_lines(results[:1], {}) == []  # one run alone: nothing to compare
+    assert _findings().dropout_lines(results[:1], {}) == []  # one run alone: nothing to compare
 
 
 def test_dev_recall_curves_cover_rows_that_logged_recall(script: ModuleType, tmp_path: Path) -> None:
@@ -241,7 +248,7 @@ def test_a_seq2seq_row_states_how_much_its_checkpoint_reads_its_input(script: Mo
         "shares": {"distinct": 40.0},
         "common_responses": ["sure"],
     }
-    assert not any("Reading its input" in line for line in script.seq2seq_lines([(row, record)], {}))
+    assert not any("Reading its input" in line for line in script.seq2seq_lines([(row, record)], {}, []))
     measured = {"checkpoint": "runs/b2b/best", "split": "dev", "turns": 96, "gap_input": 3.5}
     lines = [
         {**measured, "split": "test", "gap_records": 9.0},  # a dev measurement is preferred
@@ -250,6 +257,6 @@ def test_a_seq2seq_row_states_how_much_its_checkpoint_reads_its_input(script: Mo
         {**measured, "checkpoint": "runs/other/best", "gap_records": 7.0},
     ]
     script.CONTEXT_USE.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
-    text = " ".join(script.seq2seq_lines([(row, record)], {}))
+    text = " ".join(script.seq2seq_lines([(row, record)], {}, script.context_use_rows()))
     assert "on the first 96 dev turns this checkpoint gives the gold response +3.50 nats" in text
     assert "+2.25 over the context alone (bench/results/context_use.md)" in text

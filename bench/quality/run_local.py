@@ -41,14 +41,22 @@ from mktod.paths import default_cache_dir, default_data_dir
 from mktod.significance import PairedDifference
 from mktod.sysinfo import cpu_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the rows table beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the rows table and findings beside this script
+from findings import (
+    Intervals,
+    Results,
+    ablation_lines,
+    few_shot_lines,
+    finding_lines,
+    paired_runs,
+    run_of,
+    seq2seq_lines,
+    setting_lines,
+)
 from quality_rows import (
     BACKBONE_PAIRS,
-    BACKBONE_START,
-    BACKBONES,
     DATASET_NAMES,
     DROPOUT_PAIRS,
-    KB_ROWS,
     PAIRINGS,
     PAPER,
     PAPER_LARGE,
@@ -221,10 +229,6 @@ def load_recorded(path: Path | None = None) -> Recorded:
     )
 
 
-Results = list[tuple[Row, dict[str, Any]]]
-Intervals = dict[tuple[str, str, str], PairedDifference]
-
-
 def table(dataset: str, setting: str, results: Results) -> list[str]:
     large = setting == "large"
     title = DATASET_NAMES.get(dataset, dataset) + (", large-scale KB" if large else "")
@@ -299,10 +303,10 @@ def write_markdown(results: Results, intervals: Intervals) -> None:
         "from: the records hold the entities). Fine-tuning is what makes it reply. The paper's rows use",
         "the full test set and T5-Base (or ChatGPT).",
         *finding_lines(results),
-        *few_shot_lines(),
+        *few_shot_lines(openai_rows()),
         *ablation_lines(results, intervals),
         *setting_lines(results, intervals),
-        *seq2seq_lines(results, intervals),
+        *seq2seq_lines(results, intervals, context_use_rows()),
         *figure_lines(results),
         f"Machine: {'; '.join(dict.fromkeys(str(r.get('machine') or machine()) for _, r in results))}.",
         "",
@@ -341,138 +345,7 @@ def figure_lines(results: Results) -> list[str]:
     return out
 
 
-def _get(results: Results, dataset: str, name: str) -> dict[str, Any] | None:
-    return next((r for row, r in results if (row.dataset, row.name) == (dataset, name)), None)
-
-
-def _pairs(results: Results, first: str, second: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(dataset, run of row ``first``, run of row ``second``) for every dataset that has both rows."""
-    out = []
-    for dataset in dict.fromkeys(row.dataset for row, _ in results):
-        a, b = _get(results, dataset, first), _get(results, dataset, second)
-        if a is not None and b is not None:
-            out.append((dataset, a, b))
-    return out
-
-
-def finding_lines(results: Results) -> list[str]:
-    """What fine-tuning did to each dataset's SmolLM2 with the prompt rendering, from the numbers."""
-    out: list[str] = []
-    for dataset, zs, ft in _pairs(results, "zs-prompt", "ft-prompt-mml"):
-        out.append(
-            f"{DATASET_NAMES.get(dataset, dataset)}, SmolLM2 with prompt meta knowledge: untuned "
-            f"{zs['entity_f1']:.2f} / {zs['bleu']:.2f}, fine-tuned {ft['entity_f1']:.2f} / {ft['bleu']:.2f} "
-            "(Entity F1 / BLEU, same turns)."
-        )
-    return ["", *out] if out else []
-
-
-def few_shot_lines() -> list[str]:
-    """The few-shot SmolLM2 reference rows (issue #7 item 5) live in the chat-LLM section: the same
-    model with in-context demonstrations, no fine-tuning. Point at them with their numbers."""
-    path = RESULTS / "quality_openai.json"
-    if not path.is_file():
-        return []
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    if not rows:
-        return []
-    parts = [
-        f"{DATASET_NAMES.get(r['dataset'], r['dataset'])} {r['meta']} {r['entity_f1']:.2f} / {r['bleu']:.2f}"
-        for r in rows
-    ]
-    demos = sorted({int(r["demos"]) for r in rows})
-    turns = sorted({int(r["turns"]) for r in rows})
-    return [
-        "",
-        f"Few-shot SmolLM2 (no fine-tuning, {'/'.join(map(str, demos))} in-context "
-        f"demonstration{'' if demos == [1] else 's'} per turn, "
-        f"first {'/'.join(map(str, turns))} test turns; the Q4_1 GGUF served by llama.cpp, see the "
-        f"chat-LLM section above): {', '.join(parts)} (Entity F1 / BLEU).",
-    ]
-
-
-def interval_text(d: PairedDifference | None) -> str:
-    if d is None:
-        return ""
-    return f"; Entity F1 difference {d.difference:+.2f}, 95% interval [{d.low:+.2f}, {d.high:+.2f}]"
-
-
-def setting_lines(results: Results, intervals: Intervals) -> list[str]:
-    """The same trained parts on each dialogue's own KB and on the dataset-level KB."""
-    out: list[str] = []
-    for first, second in SETTING_PAIRS:
-        for dataset, a, b in _pairs(results, first, second):
-            d = intervals.get((dataset, first, second))
-            out += [
-                "",
-                f"{DATASET_NAMES.get(dataset, dataset)} KB setting (the same generator and warm-up "
-                f"retriever): condensed (k = {a['k']}) {a['entity_f1']:.2f} / {a['bleu']:.2f}, "
-                f"large-scale (K = {b['k']}) {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU)"
-                f"{interval_text(d)}; "
-                f"Recall@1 {a['recall@1']:.2f} vs {b['recall@1']:.2f}, Recall@{b['k']} "
-                f"{a['recall@7']:.2f} vs {b['recall@7']:.2f}. The generator was fine-tuned on condensed "
-                "retrievals only; large-scale training (configs/*-large-*.yaml) is what the paper's "
-                "large-scale rows measure.",
-            ]
-    return out
-
-
-def seq2seq_lines(results: Results, intervals: Intervals) -> list[str]:
-    """What each short seq2seq (FiD) run learned, from its numbers, its predictions and its log; then
-    the two offline backbones side by side (issue #4 item 7)."""
-    runs = [(row, r) for row, r in results if row.backbone]
-    measured = context_use_rows()  # how much each checkpoint reads its input
-    out: list[str] = []
-    for row, r in runs:
-        distinct = r["shares"]["distinct"]
-        common = ", ".join(repr(t) for t in r["common_responses"])
-        out += [
-            "",
-            f"{DATASET_NAMES.get(row.dataset, row.dataset)}, Fusion-in-Decoder over "
-            f"{BACKBONES[row.backbone]}, on {r['turns']} test turns: {r['entity_f1']:.2f} / {r['bleu']:.2f}"
-            f"{'' if distinct is None else f', with {distinct:.0f}% distinct responses'} (most often "
-            f"{common}). {BACKBONE_START[row.backbone]}",
-        ]
-        warm = r.get("warmup_recall")
-        if warm is not None:
-            k, size = int(r["k"]), KB_ROWS.get(row.dataset)
-            direction = "below" if r["recall@1"] < warm["recall@1"] else "not below"
-            chance = ""
-            if size is not None and k < size:  # a random order puts a gold row in the top k this often
-                chance = (
-                    f" ({k} of {size} rows retrieved: a random order gives Recall@{k} {100 * k / size:.2f})"
-                )
-            out.append(
-                f"Its retriever, trained jointly, has Recall@1 {r['recall@1']:.2f} and Recall@{k} "
-                f"{r['recall@7']:.2f} on these turns{chance}, {direction} the warm-up retriever it started "
-                f"from (Recall@1 {warm['recall@1']:.2f}, Recall@5 {warm['recall@5']:.2f}; "
-                f"`{warm['command']}`)."
-            )
-        curve = r.get("dev_curve") or {}
-        recall = curve.get("recall@1") or []
-        if recall:
-            trace = ", ".join(f"{v:.0f}" for _, v in recall)
-            out.append(f"Dev Recall@1 at each evaluation ({curve['dev_turns']}): {trace}.")
-        if r.get("dev_best"):
-            turns, f1 = r["dev_best"]
-            out.append(
-                f"Its dev Entity F1 peaked at {f1:.2f} after {turns} training turns "
-                "(the checkpoint scored here)."
-            )
-        use = context_use(row.checkpoint, measured)
-        if use is not None:
-            out.append(
-                f"Reading its input: on the first {use['turns']} {use['split']} turns this checkpoint gives "
-                f"the gold response {use['gap_input']:+.2f} nats with its own input over another "
-                f"dialogue's, {use['gap_records']:+.2f} over the context alone ({CONTEXT_USE_TABLE})."
-            )
-    out += backbone_lines(runs, intervals)
-    out += dropout_lines(runs, intervals)
-    return out
-
-
 CONTEXT_USE = RESULTS / "context_use.jsonl"  # written by bench/quality/context_use.py --out
-CONTEXT_USE_TABLE = "bench/results/context_use.md"
 
 
 def context_use_rows() -> list[dict[str, Any]]:
@@ -483,81 +356,11 @@ def context_use_rows() -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def context_use(checkpoint: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The latest of ``rows`` measuring ``checkpoint`` (a dev split preferred), if any."""
-    mine = [r for r in rows if r.get("checkpoint") == checkpoint]
-    dev = [r for r in mine if r.get("split") == "dev"]
-    return (dev or mine)[-1] if mine else None
-
-
-def dropout_lines(runs: Results, intervals: Intervals) -> list[str]:
-    """The same seq2seq run with and without dropout in MML's single-record likelihoods."""
-    out: list[str] = []
-    for first, second in DROPOUT_PAIRS:
-        for dataset, a, b in _pairs(runs, first, second):
-            d = intervals.get((dataset, first, second))
-            kept = a["recall@1"] - b["recall@1"]
-            out += [
-                "",
-                f"{DATASET_NAMES.get(dataset, dataset)}, MML's likelihoods without dropout "
-                "(`loss.mml_dropout: false`, the default) against with dropout (the runs before the option), "
-                f"same config otherwise: Entity F1 / BLEU {a['entity_f1']:.2f} / {a['bleu']:.2f} against "
-                f"{b['entity_f1']:.2f} / {b['bleu']:.2f}{interval_text(d)}; the jointly trained retriever's "
-                f"test Recall@1 {a['recall@1']:.2f} against {b['recall@1']:.2f} ({kept:+.2f}).",
-            ]
-    return out
-
-
-def backbone_lines(runs: Results, intervals: Intervals) -> list[str]:
-    """The offline backbones compared on the same dataset, steps and seed (issue #4 item 7)."""
-    out: list[str] = []
-    for first, second in BACKBONE_PAIRS:
-        for dataset, a, b in _pairs(runs, first, second):
-            d = intervals.get((dataset, first, second))
-            if d is None:
-                ahead = "from-scratch T5" if a["entity_f1"] > b["entity_f1"] else "BERT2BERT"
-                verdict = (
-                    f"the {ahead} backbone is ahead on Entity F1, with no interval (the predictions of "
-                    "one run were not kept)"
-                )
-            elif d.excludes_zero:
-                verdict = f"the {'from-scratch T5' if d.difference > 0 else 'BERT2BERT'} backbone is ahead"
-            else:
-                verdict = "the interval includes 0: this test set does not tell the backbones apart"
-            out += [
-                "",
-                f"{DATASET_NAMES.get(dataset, dataset)} seq2seq backbones (same data, records, meta "
-                f"knowledge, losses, steps and seed): T5 from scratch {a['entity_f1']:.2f} / "
-                f"{a['bleu']:.2f}, "
-                f"BERT2BERT {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU){interval_text(d)}; "
-                f"{verdict}.",
-            ]
-            out += backbone_consequences(a, b)
-    return out
-
-
-def backbone_consequences(t5: dict[str, Any], b2b: dict[str, Any]) -> list[str]:
-    """What the backbone comparison means for the defaults and for the joint retriever's fall."""
-    better = "BERT2BERT" if b2b["entity_f1"] >= t5["entity_f1"] else "the from-scratch T5"
-    out = [
-        f"By Entity F1 {better} is the better offline seq2seq backbone here"
-        + (
-            ", and it stays the one the seq2seq configs (configs/*-{prefix,prompt,ctr}.yaml) name."
-            if better == "BERT2BERT"
-            else "; the seq2seq configs (configs/*-{prefix,prompt,ctr}.yaml) still name BERT2BERT."
-        )
-    ]
-    warm = [r["warmup_recall"]["recall@1"] for r in (t5, b2b) if r.get("warmup_recall")]
-    if warm and all(r["recall@1"] < min(warm) - 20 for r in (t5, b2b)):
-        out.append(
-            f"Both jointly trained retrievers fell far below the warm-up retriever they started from "
-            f"(test Recall@1 {t5['recall@1']:.2f} and {b2b['recall@1']:.2f} against "
-            f"{' / '.join(f'{w:.2f}' for w in warm)}), whichever backbone. These runs computed MML's "
-            "single-record likelihoods with dropout, whose noise (a spread of several nats across a "
-            "turn's records) the posterior follows: see README, \"MML's likelihoods are computed "
-            'without dropout".'
-        )
-    return out
+def openai_rows() -> list[dict[str, Any]]:
+    """The chat-LLM section's records (quality_openai.json, written by bench/openai/run_quality.py)."""
+    path = RESULTS / "quality_openai.json"
+    rows: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return rows
 
 
 def warmup_recall(row: Row) -> dict[str, Any] | None:
@@ -607,7 +410,7 @@ def compute_intervals(results: Results, recorded: Recorded) -> Intervals:
     out: Intervals = {}
     pairs = [*((p.first, p.second) for p in PAIRINGS), *BACKBONE_PAIRS, *SETTING_PAIRS, *DROPOUT_PAIRS]
     for first, second in pairs:
-        for dataset, a, b in _pairs(results, first, second):
+        for dataset, a, b in paired_runs(results, first, second):
             d = paired_difference(a, b)
             c = recorded.comparisons.get((dataset, first, second))
             if (
@@ -627,60 +430,11 @@ def interval_records(intervals: Intervals, results: Results) -> list[dict[str, A
             "dataset": dataset,
             "first": first,
             "second": second,
-            "f1_first": _get(results, dataset, first)["entity_f1"],  # type: ignore[index]
-            "f1_second": _get(results, dataset, second)["entity_f1"],  # type: ignore[index]
+            "f1_first": run_of(results, dataset, first)["entity_f1"],  # type: ignore[index]
+            "f1_second": run_of(results, dataset, second)["entity_f1"],  # type: ignore[index]
             **asdict(d),
         }
         for (dataset, first, second), d in intervals.items()
-    ]
-
-
-def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
-    """One sentence per comparison of PAIRINGS and dataset, from the numbers, with the Entity F1
-    difference and its paired-bootstrap interval; then what the intervals say together."""
-    out: list[str] = []
-    apart: list[str] = []  # comparisons whose interval excludes 0
-    counted = 0
-    for p in PAIRINGS:
-        for dataset, a, b in _pairs(results, p.first, p.second):
-            name = DATASET_NAMES.get(dataset, dataset)
-            d = intervals.get((dataset, p.first, p.second))
-            note = interval_text(d)
-            if d is not None:
-                counted += 1
-                if d.excludes_zero:
-                    ahead = (p.name_a if d.difference > 0 else p.name_b).split(" (")[0]
-                    apart.append(f"{name} {p.topic} ({ahead} ahead)")
-            out.append(
-                f"{name} {p.model} {p.topic} ({p.detail}): {p.name_a} {a['entity_f1']:.2f} / "
-                f"{a['bleu']:.2f}, {p.name_b} {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU)"
-                f"{note}; Recall@1 {a['recall@1']:.2f} vs {b['recall@1']:.2f}."
-            )
-    if not out:
-        return []
-    if not apart:
-        verdict = [
-            f"None of the {counted} Entity F1 intervals excludes 0: at this scale (short CPU runs, see",
-            "the commands) the runs do not tell MML from NLL only, or one rendering from the other; the",
-            "full-size runs of configs/*-{prefix,prompt,ctr}{,-smollm2}.yaml are what can confirm or",
-            "contradict the paper's direction.",
-        ]
-    else:
-        verdict = [
-            f"{len(apart)} of the {counted} Entity F1 intervals exclude 0: {', '.join(apart)}.",
-            f"Of {counted} comparisons at 95%, {0.05 * counted:.2f} would exclude 0 by chance alone on",
-            "average, and these are short CPU runs (see the commands); the full-size runs of",
-            "configs/*-{prefix,prompt,ctr}{,-smollm2}.yaml are what can confirm or contradict the paper's",
-            "direction (MML above NLL only).",
-        ]
-    return [
-        "",
-        *out,
-        "",
-        "Each difference is the first run minus the second, with a 95% interval from a paired",
-        "bootstrap over the test dialogues (2000 redraws of whole dialogues; `mktod compare`). Without",
-        "MML the retriever gets no gradient, so its Recall@1 is that of the retriever the run started from.",
-        *verdict,
     ]
 
 
