@@ -35,6 +35,7 @@ COMPLETE = "COMPLETE"
 PIPELINE_FILE = "pipeline.yaml"
 STATE_FILE = "state.pt"
 STEP_FILE = "step.json"
+SCORES_FILE = "dev_scores.json"  # best/ only: the dev scores that made it the best
 GENERATOR_DIR = "generator"
 RETRIEVER_DIR = "retriever"
 
@@ -69,7 +70,7 @@ def checkpoint_step(directory: Path) -> int | None:
     step_file = directory / STEP_FILE
     if step_file.is_file():
         return int(json.loads(step_file.read_text(encoding="utf-8"))["step"])
-    scores = directory / "dev_scores.json"
+    scores = directory / SCORES_FILE
     if scores.is_file():
         step = json.loads(scores.read_text(encoding="utf-8")).get("step")
         return int(step) if step is not None else None

@@ -34,6 +34,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from mktod import __version__
 from mktod.checkpoint import (
+    SCORES_FILE,
     PipelineSpec,
     is_complete,
     load_retriever,
@@ -368,7 +369,7 @@ def _train(
             tqdm.write(f"step {step}: dev entity F1 {f1:.2f} BLEU {bleu:.2f}", file=sys.stderr)
             if best_f1 is None or f1 > best_f1:
                 best_f1, best_step = f1, step
-                extra = {"dev_scores.json": json.dumps(scores_json, indent=2) + "\n"}
+                extra = {SCORES_FILE: json.dumps(scores_json, indent=2) + "\n"}
                 save_checkpoint(
                     best_dir, generator, retriever, spec, config_text, extra_files=extra, step=step
                 )

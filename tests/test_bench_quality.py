@@ -206,12 +206,13 @@ def test_dropout_comparison_names_both_runs_scores_and_recall(script: ModuleType
         (old, {**base, "entity_f1": 6.33, "bleu": 8.57, "recall@1": 34.29}),
     ]
     d = PairedDifference(3.17, 0.5, 6.0, 0.95, 2000, 135)
-    lines = _findings().dropout_lines(results, {("camrest", "b2b-prompt-mml", "b2b-prompt-mml-dropout"): d})
+    findings = _findings()
+    lines = findings.dropout_lines(results, {("camrest", "b2b-prompt-mml", "b2b-prompt-mml-dropout"): d})
     text = " ".join(lines)
     assert "9.50 / 8.00 against 6.33 / 8.57" in text
     assert "Entity F1 difference +3.17, 95% interval [+0.50, +6.00]" in text
     assert "test Recall@1 80.25 against 34.29 (+45.96)" in text
-    assert _findings().dropout_lines(results[:1], {}) == []  # one run alone: nothing to compare
+    assert findings.dropout_lines(results[:1], {}) == []  # one run alone: nothing to compare
 
 
 def test_dev_recall_curves_cover_rows_that_logged_recall(script: ModuleType, tmp_path: Path) -> None:
