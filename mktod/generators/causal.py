@@ -1,13 +1,7 @@
 """Decoder-only generator over any Hugging Face causal LM (SmolLM2-135M-Instruct offline), METHOD.md §5.
 
-One turn is one chat-formatted prompt whose parts always come in this order::
-
-    prefix   = chat-template head + instruction + "Dialogue:" + context + "Knowledge:"   (per turn)
-    records  = one line per tagged record (prefix or prompt rendering of the meta knowledge)
-    tail     = end of the user message + the assistant header                            (constant)
-    response = the system response + end-of-turn token                                   (the loss)
-
-Each part is tokenised on its own and the ids concatenated, so the prefix of a turn is the same token
+A turn's prompt is laid out by :mod:`mktod.generators.causal_inputs` as prefix (instruction + context),
+records, tail and response, each tokenised on its own, so the prefix of a turn is the same token
 sequence whether one or all K records follow it. :meth:`CausalGenerator.joint_and_single_logprobs` uses
 that: the prefix goes through the model once, its key/value cache is expanded to the joint row and the K
 single-record rows, and only ``records + tail + response`` is computed per row (issue #7, item 2).
@@ -18,7 +12,6 @@ matrix of a 135M model, and no other position is ever scored.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,8 +26,8 @@ from mktod.generators.base import (
     dropout_off,
     register_generator,
 )
+from mktod.generators.causal_inputs import CausalInputs, Rows, TurnIds
 from mktod.generators.causal_models import resolve_causal_model
-from mktod.generators.prompts import PREFIX_TAG_EXPLANATION
 from mktod.generators.record_attention import (
     RECORD_ATTENTION,
     as_model_mask,
@@ -43,57 +36,8 @@ from mktod.generators.record_attention import (
     only_record,
 )
 from mktod.generators.reply import clean_reply
-from mktod.generators.seq2seq import add_meta_tokens, format_context
-from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode, TaggedRecord, render
-from mktod.types import Utterance
-
-INSTRUCTION = (
-    "You are a task-oriented dialogue system. Answer the user's last message in one or two short "
-    "sentences, using the knowledge records when they are relevant."
-)
-_SENTINEL = "\x00MKTOD-USER\x00"
-
-
-@dataclass(frozen=True)
-class _Turn:
-    """Token ids of one turn's parts (see the module docstring)."""
-
-    prefix: list[int]
-    records: list[list[int]]
-    response: list[int]
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """A padded batch of rows: ids[N, L], attention[N, L], block ids[N, L] (see record_attention) and,
-    per scored token, (row, position, id)."""
-
-    ids: Tensor
-    attention: Tensor
-    blocks: Tensor
-    score_rows: Tensor
-    score_positions: Tensor
-    score_targets: Tensor
-
-
-def instruction_for(mode: MetaMode) -> str:
-    """The instruction, plus what the tags mean in the prefix rendering (the prompt rendering's
-    sentences explain themselves)."""
-    return f"{INSTRUCTION}\n{PREFIX_TAG_EXPLANATION}" if mode == "prefix" else INSTRUCTION
-
-
-def template_parts(tokenizer: Any, system: str) -> tuple[str, str]:
-    """(head, tail) around the user message in the tokenizer's chat template, with the assistant header.
-
-    Models without a template get a plain "instruction / message / Response:" layout.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": _SENTINEL}]
-        text = str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        head, sep, tail = text.partition(_SENTINEL)
-        if sep:
-            return head, tail
-    return f"{system}\n\n", "\nResponse: "
+from mktod.generators.seq2seq import add_meta_tokens
+from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode
 
 
 class CausalGenerator:
@@ -111,21 +55,12 @@ class CausalGenerator:
         self.meta_mode: MetaMode = meta_mode
         self.device = torch.device(device)
         self.tokenizer = tokenizer
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer needs an eos (end-of-turn) token")
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token  # padding is always masked, any id will do
         self.model: nn.Module = model
         self._hf: Any = cast(Any, model)
         if meta_mode == "prefix":
             add_meta_tokens(tokenizer, self._hf)
         self._hf.to(self.device)
-        head, tail = template_parts(tokenizer, instruction_for(meta_mode))
-        self._head = self._encode(head + "Dialogue:\n")
-        self._knowledge = self._encode("\n\nKnowledge:\n")
-        self._none = self._encode("(none)\n")
-        self._tail = self._encode(tail)
-        self._eos = int(tokenizer.eos_token_id)
+        self.inputs = CausalInputs(tokenizer, self.cfg, meta_mode, self.device)
         if self.cfg.record_attention not in RECORD_ATTENTION:
             raise ValueError(
                 f"generator.record_attention must be one of {', '.join(RECORD_ATTENTION)}, "
@@ -165,77 +100,21 @@ class CausalGenerator:
 
     # ----------------------------------------------------------------------------------------- inputs
 
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def _context_ids(self, context: Sequence[Utterance] | str) -> list[int]:
-        ids = self._encode(format_context(context))
-        return ids[-self.cfg.max_context_tokens :] if self.cfg.max_context_tokens else []
-
-    def _record_ids(self, record: TaggedRecord) -> list[int]:
-        return [
-            *self._encode(render(record, self.meta_mode))[: self.cfg.max_record_tokens],
-            *self._encode("\n"),
-        ]
-
-    def turn(self, item: GeneratorInput, response: str = "") -> _Turn:
-        prefix = [*self._head, *self._context_ids(item.context), *self._knowledge]
-        records = [self._record_ids(r) for r in item.records]
-        target = [*self._encode(response)[: self.cfg.max_target_tokens - 1], self._eos]
-        return _Turn(prefix, records, target)
+    def turn(self, item: GeneratorInput, response: str = "") -> TurnIds:
+        return self.inputs.turn(item.context, item.records, response)
 
     def prompt(self, item: GeneratorInput) -> list[int]:
         """The full prompt (everything before the response) of one turn with all its records."""
         ids, _ = self.sequence(self.turn(item))
         return ids[:-1]  # the empty response is its end-of-turn token alone
 
-    def sequence(self, turn: _Turn) -> tuple[list[int], list[int]]:
+    def sequence(self, turn: TurnIds) -> tuple[list[int], list[int]]:
         """Token ids of prefix + records + tail + response, and their block ids (record i: i, else 0)."""
-        ids, blocks = list(turn.prefix), [0] * len(turn.prefix)
-        for i, record in enumerate(turn.records, start=1):
-            ids += record
-            blocks += [i] * len(record)
-        if not turn.records:
-            ids += self._none
-            blocks += [0] * len(self._none)
-        ids += [*self._tail, *turn.response]
-        blocks += [0] * (len(self._tail) + len(turn.response))
-        return ids, blocks
-
-    def _rows(
-        self, rows: Sequence[tuple[list[int], int]], blocks: Sequence[list[int]] | None = None
-    ) -> _Rows:
-        """Right-padded rows; each is (ids, n) where the last n ids are scored (the response)."""
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((len(rows), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
-        attention = torch.zeros(len(rows), width, dtype=torch.long)
-        block_ids = torch.zeros(len(rows), width, dtype=torch.long)
-        where_rows: list[int] = []
-        where_pos: list[int] = []
-        targets: list[int] = []
-        for i, (seq, n_scored) in enumerate(rows):
-            ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            attention[i, : len(seq)] = 1
-            if blocks is not None:
-                block_ids[i, : len(seq)] = torch.tensor(blocks[i], dtype=torch.long)
-            # Token at position p is predicted by the hidden state at p - 1.
-            for p in range(len(seq) - n_scored, len(seq)):
-                where_rows.append(i)
-                where_pos.append(p - 1)
-                targets.append(seq[p])
-        dev = self.device
-        return _Rows(
-            ids.to(dev),
-            attention.to(dev),
-            block_ids.to(dev),
-            torch.tensor(where_rows, dtype=torch.long, device=dev),
-            torch.tensor(where_pos, dtype=torch.long, device=dev),
-            torch.tensor(targets, dtype=torch.long, device=dev),
-        )
+        return self.inputs.sequence(turn)
 
     # ---------------------------------------------------------------------------------------- forward
 
-    def _score(self, hidden: Tensor, rows: _Rows) -> Tensor:
+    def _score(self, hidden: Tensor, rows: Rows) -> Tensor:
         """Sum of log p(target) per row [N] from the decoder's last hidden states [N, L, d]."""
         picked = hidden[rows.score_rows, rows.score_positions]
         logits = self._hf.get_output_embeddings()(picked).float()
@@ -249,13 +128,13 @@ class CausalGenerator:
     def _mask(self, allowed: Tensor) -> Tensor:
         return as_model_mask(allowed, self._hf.config._attn_implementation, self._hf.dtype)
 
-    def _joint_rows(self, turns: Sequence[_Turn]) -> _Rows:
+    def _joint_rows(self, turns: Sequence[TurnIds]) -> Rows:
         seqs = [self.sequence(t) for t in turns]
-        return self._rows(
+        return self.inputs.rows(
             [(ids, len(t.response)) for (ids, _), t in zip(seqs, turns, strict=True)], [b for _, b in seqs]
         )
 
-    def _joint_forward(self, rows: _Rows, use_cache: bool) -> Any:
+    def _joint_forward(self, rows: Rows, use_cache: bool) -> Any:
         """The full sequences through the decoder; in the parallel layout, records hidden from each other."""
         mask = self._mask(block_mask(rows.attention, rows.blocks)) if self.parallel else rows.attention
         return self._decoder()(input_ids=rows.ids, attention_mask=mask, use_cache=use_cache)
@@ -267,7 +146,7 @@ class CausalGenerator:
         rows = self._joint_rows([self.turn(item, r) for item, r in zip(batch, responses, strict=True)])
         return self._score(self._joint_forward(rows, use_cache=False).last_hidden_state, rows)
 
-    def _continue(self, prefix: _Rows, kv: list[tuple[Tensor, Tensor]], which: Tensor, rows: _Rows) -> Tensor:
+    def _continue(self, prefix: Rows, kv: list[tuple[Tensor, Tensor]], which: Tensor, rows: Rows) -> Tensor:
         """Score ``rows`` as continuations of the prefixes ``which`` [N] (one prefix row per row)."""
         cache = DynamicCache(ddp_cache_data=[(k[which], v[which]) for k, v in kv], config=self._hf.config)
         prefix_len = prefix.attention[which].sum(-1, keepdim=True)
@@ -308,24 +187,28 @@ class CausalGenerator:
             with dropout_off(self.model, not single_dropout):
                 return self._parallel_likelihoods(turns, with_no_entity)
         k = max(max(len(t.records), 1) for t in turns)
-        prefix = self._rows([(t.prefix, 0) for t in turns])
+        prefix = self.inputs.rows([(t.prefix, 0) for t in turns])
         out = self._decoder()(input_ids=prefix.ids, attention_mask=prefix.attention, use_cache=True)
         cache = out.past_key_values
         kv = [(layer.keys, layer.values) for layer in cache.layers]
 
         # The joint row after the prefix: all records (or "(none)"), tail, response.
-        joint_rows = self._rows([(self.sequence(tr)[0][len(tr.prefix) :], len(tr.response)) for tr in turns])
+        joint_rows = self.inputs.rows(
+            [(self.sequence(tr)[0][len(tr.prefix) :], len(tr.response)) for tr in turns]
+        )
         joint = self._continue(prefix, kv, torch.arange(len(turns), device=self.device), joint_rows)
 
         record_mask, owners, rows = self._single_rows(turns, k, with_no_entity, with_records=True)
         logps = None
         if rows:
             with dropout_off(self.model, not single_dropout):
-                logps = self._continue(prefix, kv, torch.tensor(owners, device=self.device), self._rows(rows))
+                logps = self._continue(
+                    prefix, kv, torch.tensor(owners, device=self.device), self.inputs.rows(rows)
+                )
         return self._likelihoods(turns, joint, logps, record_mask, with_no_entity)
 
     def _single_rows(
-        self, turns: Sequence[_Turn], k: int, with_no_entity: bool, with_records: bool
+        self, turns: Sequence[TurnIds], k: int, with_no_entity: bool, with_records: bool
     ) -> tuple[Tensor, list[int], list[tuple[list[int], int]]]:
         """The one-record rows after a turn's prefix: record slots [B, K], each row's turn and (ids, n).
 
@@ -339,16 +222,18 @@ class CausalGenerator:
             for i, rec in enumerate(tr.records):
                 record_mask[b, i] = True
                 owners.append(b)
-                rows.append(([*(rec if with_records else []), *self._tail, *tr.response], len(tr.response)))
+                rows.append(
+                    ([*(rec if with_records else []), *self.inputs.tail, *tr.response], len(tr.response))
+                )
         if with_no_entity:
             for b, tr in enumerate(turns):
                 owners.append(b)
-                rows.append(([*self._none, *self._tail, *tr.response], len(tr.response)))
+                rows.append(([*self.inputs.none, *self.inputs.tail, *tr.response], len(tr.response)))
         return record_mask, owners, rows
 
     def _likelihoods(
         self,
-        turns: Sequence[_Turn],
+        turns: Sequence[TurnIds],
         joint: Tensor,
         logps: Tensor | None,
         record_mask: Tensor,
@@ -365,7 +250,7 @@ class CausalGenerator:
         lengths = torch.tensor([len(t.response) for t in turns], device=self.device)
         return Likelihoods(joint, single.view(len(turns), k), lengths, record_mask.to(self.device), no_entity)
 
-    def _parallel_likelihoods(self, turns: Sequence[_Turn], with_no_entity: bool) -> Likelihoods:
+    def _parallel_likelihoods(self, turns: Sequence[TurnIds], with_no_entity: bool) -> Likelihoods:
         """The parallel layout: ONE pass over the joint rows, then the one-record rows (tail + response)
         reading the cached prefix and record i only, at the positions they have in the joint row."""
         k = max(max(len(t.records), 1) for t in turns)
@@ -382,7 +267,7 @@ class CausalGenerator:
         tail_at = [len(tr.prefix) + sum(len(r) for r in tr.records) for tr in turns]
         records += [-1] * (len(rows) - len(records))
         ends = [tail_at[b] if rec > 0 else prefix_len[b] for b, rec in zip(owners, records, strict=True)]
-        single_rows = self._rows(rows)
+        single_rows = self.inputs.rows(rows)
         visible = only_record(
             joint_rows.blocks[which],
             joint_rows.attention[which],
@@ -410,7 +295,7 @@ class CausalGenerator:
         seqs = [self.sequence(self.turn(item)) for item in batch]
         prompts = [(ids[:-1], blocks[:-1]) for ids, blocks in seqs]  # without the empty response's eos
         width = max(len(ids) for ids, _ in prompts)
-        pad = int(self.tokenizer.pad_token_id)
+        pad = self.inputs.pad
         ids = torch.tensor([[pad] * (width - len(p)) + p for p, _ in prompts], device=self.device)
         attention = torch.tensor(
             [[0] * (width - len(p)) + [1] * len(p) for p, _ in prompts], device=self.device
@@ -432,7 +317,7 @@ class CausalGenerator:
                 max_new_tokens=self.cfg.max_target_tokens,
                 num_beams=self.cfg.num_beams,
                 do_sample=False,
-                eos_token_id=self._eos,
+                eos_token_id=self.inputs.eos,
                 pad_token_id=pad,
                 **extra,
             )

@@ -17,7 +17,8 @@ from mktod.generators.base import (
     TrainableGenerator,
     build_generator,
 )
-from mktod.generators.causal import CausalGenerator, template_parts
+from mktod.generators.causal import CausalGenerator
+from mktod.generators.causal_inputs import template_parts
 from mktod.generators.causal_models import resolve_causal_model
 from mktod.meta import MetaConfig, negative_record, tag_hits
 from mktod.types import Hit, Record, Utterance
@@ -129,7 +130,7 @@ def test_generation_stops_at_an_invented_user_turn() -> None:
             input_ids=torch.tensor([gen.prompt(item)]),
             max_new_tokens=12,
             do_sample=False,
-            eos_token_id=gen._eos,
+            eos_token_id=gen.inputs.eos,
             pad_token_id=0,
         )[0, len(gen.prompt(item)) :],
         skip_special_tokens=True,
