@@ -203,9 +203,9 @@ def add_train_commands(subparsers: Any) -> None:
     bb.add_argument(
         "--cross-attention",
         choices=CROSS_INITS,
-        default="random",
-        help="bert2bert: the decoder's new cross-attention starts at random, or as a copy of the "
-        "layer's self-attention",
+        default="self",
+        help="bert2bert: the decoder's new cross-attention starts as a copy of the layer's "
+        "self-attention (default: it reads the encoder from the first step), or at random",
     )
     bb.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     bb.set_defaults(handler=cmd_build_backbone)

@@ -98,8 +98,8 @@ def test_bert2bert_cross_attention_can_start_as_a_copy_of_self_attention(tmp_pat
     from transformers import EncoderDecoderModel
 
     encoder = save_tiny_model(tmp_path / "bert")
-    build_bert2bert(encoder, tmp_path / "self", cross_attention="self")
-    build_bert2bert(encoder, tmp_path / "random")
+    build_bert2bert(encoder, tmp_path / "self")  # the default
+    build_bert2bert(encoder, tmp_path / "random", cross_attention="random")
     copied = EncoderDecoderModel.from_pretrained(tmp_path / "self").decoder.bert.encoder.layer
     fresh = EncoderDecoderModel.from_pretrained(tmp_path / "random").decoder.bert.encoder.layer
     for layer, other in zip(copied, fresh, strict=True):

@@ -84,7 +84,8 @@ ROWS = (
         "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-cpu/best",
         "camrest",
-        "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
+        "mktod build-backbone --kind bert2bert --cross-attention random "
+        "--out runs/backbones/bert2bert-minilm; "
         "mktod train --config configs/camrest-condensed-prompt-cpu.yaml (CPU, 400 steps x 8 turns)",
         "runs/camrest-condensed-prompt-cpu",
         limit=None,
@@ -124,7 +125,8 @@ ROWS = (
         "BERT2BERT (MiniLM) FiD, prompt, NLL only (w/o MML)",
         "runs/camrest-condensed-prompt-cpu-nomml/best",
         "camrest",
-        "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
+        "mktod build-backbone --kind bert2bert --cross-attention random "
+        "--out runs/backbones/bert2bert-minilm; "
         "mktod train --config configs/camrest-condensed-prompt-cpu.yaml --set loss.use_mml=false "
         "--set output_dir=runs/camrest-condensed-prompt-cpu-nomml (CPU, 400 steps x 8 turns)",
         "runs/camrest-condensed-prompt-cpu-nomml",
@@ -138,7 +140,8 @@ ROWS = (
         "BERT2BERT (MiniLM) FiD, prompt, NLL + MML with dropout in MML's likelihoods",
         "runs/camrest-condensed-prompt-cpu-mmldropout/best",
         "camrest",
-        "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
+        "mktod build-backbone --kind bert2bert --cross-attention random "
+        "--out runs/backbones/bert2bert-minilm; "
         "mktod train --config configs/camrest-condensed-prompt-cpu.yaml --set loss.mml_dropout=true "
         "--set output_dir=runs/camrest-condensed-prompt-cpu-mmldropout (CPU, 400 steps x 8 turns)",
         "runs/camrest-condensed-prompt-cpu-mmldropout",
@@ -235,8 +238,8 @@ ROWS = (
         "runs/smd-condensed-prefix-smollm2-cpu-nomml",
     ),
     Row(
-        "b2b-prompt-mml",
-        "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
+        "b2b-selfx-prompt-mml",
+        "BERT2BERT (MiniLM, cross-attention copied from self-attention) FiD, prompt, NLL + MML",
         "runs/smd-condensed-prompt-cpu/best",
         "smd",
         "mktod build-backbone --kind bert2bert --out runs/backbones/bert2bert-minilm; "
@@ -244,7 +247,7 @@ ROWS = (
         "runs/smd-condensed-prompt-cpu",
         limit=None,
         batch_size=16,
-        backbone="bert2bert",
+        backbone="bert2bert-selfx",
     ),
     Row(
         "t5-prompt-mml",
