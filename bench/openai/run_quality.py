@@ -29,14 +29,17 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mktod.datasets import DataPaths, get_loader
 from mktod.errors import ConfigError
+from mktod.evaluate import first_turns
 from mktod.generators.causal_models import smollm2_gguf
 from mktod.generators.openai_wire import ResponseCache
 from mktod.local_server import ServerStartError, llama_cpp_command, local_server
-from mktod.paths import default_cache_dir
+from mktod.paths import default_cache_dir, default_data_dir
 from mktod.sysinfo import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,13 +115,45 @@ def row_command(args: argparse.Namespace, url: str, dataset: str, mode: str) -> 
     return command
 
 
+@dataclass(frozen=True)
+class Slice:
+    """The test turns a row scored: how many, from how many dialogues, and their condensed KBs' sizes."""
+
+    turns: int
+    dialogues: int
+    largest_kb: int
+    over_k: int  # turns whose KB has more rows than the 7 retrieved: only there can Recall@7 miss
+    split_turns: int  # all system turns of the test set
+
+
+def test_slice(dataset: str, limit: int, paths: DataPaths, k: int = 7) -> Slice:
+    split = get_loader(dataset).load_split("test", paths)
+    every = list(split.iter_turns())
+    turns = first_turns(every, limit)
+    sizes = [len(dialogue.kb) for dialogue, _, _ in turns]
+    dialogues = len({d.id for d, _, _ in turns})
+    return Slice(len(turns), dialogues, max(sizes, default=0), sum(n > k for n in sizes), len(every))
+
+
+def describe_slices(slices: dict[str, Slice]) -> str:
+    """One sentence per table: what each dataset's rows cover (the numbers come from the data)."""
+    parts = [
+        f"{name}: {s.turns} turns from {s.dialogues} dialogues, condensed KBs of at most {s.largest_kb} "
+        f"rows ({s.over_k} of the turns with more than 7)"
+        for name, s in slices.items()
+    ]
+    return "Each row covers " + "; ".join(parts) + "."
+
+
 def machine() -> str:
     cpu = cpu_model()
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; CPU only"
 
 
-def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, slices: dict[str, Slice]) -> None:
     path = RESULTS / "quality.md"
+    # The turns come from the rows, not --limit: --report-only rewrites rows of an earlier run.
+    limits = sorted({int(r["turns"]) for r in rows})
     text = path.read_text(encoding="utf-8") if path.exists() else "# Response quality\n"
     lines = [
         SECTION,
@@ -129,8 +164,8 @@ def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> None
         f"(BM25 context similarity, {args.demo_k} records each, to keep prompts short), max "
         f"{args.max_tokens} response tokens, stop at the first newline (responses are one line). "
         + (
-            f"**Only the first {args.limit} system turns of each test set** (time budget). "
-            if args.limit
+            f"**Only the first {'/'.join(map(str, limits))} system turns of each test set** (time budget). "
+            if any(sl.turns < sl.split_turns for sl in slices.values())
             else ""
         )
         + "Paper row for comparison (ChatGPT + MK-TOD prompt): SMD 59.72 / 15.24, CamRest 56.83 / 16.07.",
@@ -147,10 +182,9 @@ def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> None
         "",
         "Reading the table: a 135M model mostly copies record fields or drifts off-task, so these rows show",
         "that the OpenAI API path, the meta-knowledge renderings and the demonstrations work end to end, not",
-        "what meta knowledge is worth to a capable chat LLM. With 60 turns (about 10 dialogues) per row,",
-        "differences of a few points between meta modes are within sampling noise. Recall@7 is 100: a",
-        "condensed KB has at most 7 rows in these CamRest turns and 8 in these SMD turns (11 of the 60),",
-        "where the frequency retriever still ranks the gold row in the top 7.",
+        "what meta knowledge is worth to a capable chat LLM. " + describe_slices(slices),
+        "With so few dialogues per row, differences of a few points between meta modes are within",
+        "sampling noise. Recall@7 can fall below 100 only on the turns whose KB has more than 7 rows.",
         "Wall time covers only the requests sent in that run (`requests`); answers cached by an earlier,",
         "interrupted run (`cached`) cost nothing. Each command is the same as `mktod evaluate --generator",
         "openai` with the same options.",
@@ -222,7 +256,7 @@ def main() -> int:
     json_path = RESULTS / "quality_openai.json"
     if args.report_only:
         rows = json.loads(json_path.read_text(encoding="utf-8"))
-        write_markdown(rows, args)
+        write_markdown(rows, args, slices_of(rows))
         plot(rows, RESULTS / "quality_openai.png")
         return 0
     done_rows = (
@@ -278,9 +312,15 @@ def main() -> int:
     finally:
         # Also after an interruption: a half-done row's answers are what a rerun would ask for.
         export_answers(cache, ANSWERS)
-    write_markdown(rows, args)
+    write_markdown(rows, args, slices_of(rows))
     plot(rows, RESULTS / "quality_openai.png")
     return 0
+
+
+def slices_of(rows: list[dict[str, Any]]) -> dict[str, Slice]:
+    paths = DataPaths(default_data_dir(), default_cache_dir())
+    turns = {str(r["dataset"]): int(r["turns"]) for r in rows}
+    return {name: test_slice(name, n, paths) for name, n in turns.items()}
 
 
 @contextmanager
