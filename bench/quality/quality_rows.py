@@ -389,6 +389,7 @@ PAIRINGS = (
 
 BACKBONE_PAIRS = (  # the seq2seq backbones, from-scratch first
     ("t5-prompt-mml", "b2b-prompt-mml"),
+    ("t5-prompt-mml", "b2b-selfx-prompt-mml"),  # the BERT2BERT default since 2026-12-02 (SMD's row)
     ("t5-prompt-mml-dropout", "b2b-prompt-mml-dropout"),
 )
 # The same seq2seq run with MML's likelihoods computed without dropout (loss.mml_dropout false, the
