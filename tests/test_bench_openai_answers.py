@@ -78,12 +78,12 @@ def test_the_table_note_counts_the_scored_slice_from_the_data(script: ModuleType
 
     paths = DataPaths(write_camrest_sample(tmp_path / "data"), tmp_path / "cache")
     first_turns = len(_DIALOGUES[0][1])
-    part = script.test_slice("camrest", first_turns + 1, paths, k=1)
+    part = script.scored_slice("camrest", first_turns + 1, paths, k=1)
     assert (part.turns, part.dialogues) == (first_turns + 1, 2)
     sizes = [len(rows) for rows, turns in _DIALOGUES for _ in turns][: first_turns + 1]
     assert part.largest_kb == max(sizes) and part.over_k == sum(n > 1 for n in sizes)
     every = sum(len(turns) for _, turns in _DIALOGUES)
-    whole = script.test_slice("camrest", 10_000, paths)
+    whole = script.scored_slice("camrest", 10_000, paths)
     assert (whole.turns, whole.dialogues, whole.split_turns) == (every, len(_DIALOGUES), every)
     note = script.describe_slices({"camrest": part})
     assert note.startswith(f"Each row covers camrest: {first_turns + 1} turns from 2 dialogues,")

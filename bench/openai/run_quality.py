@@ -48,6 +48,7 @@ MODEL_LABEL = "SmolLM2-135M-Instruct Q4_1 GGUF via llama-cpp-python, local, 135M
 SECTION = "## Chat-LLM generator (OpenAI API path)"
 MODEL = "smollm2-135m-instruct-q4_1"  # the model name the requests carry (part of each request key)
 ANSWERS = RESULTS / "quality_openai_answers.jsonl"
+K = 7  # records per turn: every row retrieves this many, and the table reports Recall@7
 
 
 def seed_cache(cache: ResponseCache, answers: Path) -> int:
@@ -104,7 +105,7 @@ def row_command(args: argparse.Namespace, url: str, dataset: str, mode: str) -> 
     if out.is_relative_to(REPO):
         out = out.relative_to(REPO)  # the command runs in the repository root
     command = ["python", "-m", "mktod.cli_generate", "--dataset", dataset, "--split", "test"]
-    command += ["--setting", "condensed", "--retriever", args.retriever, "--k", "7", "--meta", mode]
+    command += ["--setting", "condensed", "--retriever", args.retriever, "--k", str(K), "--meta", mode]
     command += ["--demos", str(args.demos), "--demo-k", str(args.demo_k)]
     command += ["--openai-base-url", url, "--openai-model", MODEL]
     command += ["--openai-concurrency", "1", "--openai-timeout", "600"]
@@ -122,11 +123,11 @@ class Slice:
     turns: int
     dialogues: int
     largest_kb: int
-    over_k: int  # turns whose KB has more rows than the 7 retrieved: only there can Recall@7 miss
+    over_k: int  # turns whose KB has more rows than the K retrieved: only there can Recall@K miss
     split_turns: int  # all system turns of the test set
 
 
-def test_slice(dataset: str, limit: int, paths: DataPaths, k: int = 7) -> Slice:
+def scored_slice(dataset: str, limit: int, paths: DataPaths, k: int = K) -> Slice:
     split = get_loader(dataset).load_split("test", paths)
     every = list(split.iter_turns())
     turns = first_turns(every, limit)
@@ -139,7 +140,7 @@ def describe_slices(slices: dict[str, Slice]) -> str:
     """One sentence per table: what each dataset's rows cover (the numbers come from the data)."""
     parts = [
         f"{name}: {s.turns} turns from {s.dialogues} dialogues, condensed KBs of at most {s.largest_kb} "
-        f"rows ({s.over_k} of the turns with more than 7)"
+        f"rows ({s.over_k} of the turns with more than {K})"
         for name, s in slices.items()
     ]
     return "Each row covers " + "; ".join(parts) + "."
@@ -160,8 +161,8 @@ def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, slices:
         "",
         f"Model: {MODEL_LABEL}. Served by `llama_cpp.server` (n_ctx {args.n_ctx}, {args.threads} thread(s), "
         f"greedy: temperature 0). Condensed KB, retriever `{args.retriever}`, "
-        f"k = 7 records per turn, {args.demos} in-context demonstration(s) per turn from the training split "
-        f"(BM25 context similarity, {args.demo_k} records each, to keep prompts short), max "
+        f"k = {K} records per turn, {args.demos} in-context demonstration(s) per turn from the training "
+        f"split (BM25 context similarity, {args.demo_k} records each, to keep prompts short), max "
         f"{args.max_tokens} response tokens, stop at the first newline (responses are one line). "
         + (
             f"**Only the first {'/'.join(map(str, limits))} system turns of each test set** (time budget). "
@@ -184,7 +185,7 @@ def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, slices:
         "that the OpenAI API path, the meta-knowledge renderings and the demonstrations work end to end, not",
         "what meta knowledge is worth to a capable chat LLM. " + describe_slices(slices),
         "With so few dialogues per row, differences of a few points between meta modes are within",
-        "sampling noise. Recall@7 can fall below 100 only on the turns whose KB has more than 7 rows.",
+        f"sampling noise. Recall@{K} can fall below 100 only on the turns whose KB has more than {K} rows.",
         "Wall time covers only the requests sent in that run (`requests`); answers cached by an earlier,",
         "interrupted run (`cached`) cost nothing. Each command is the same as `mktod evaluate --generator",
         "openai` with the same options.",
@@ -320,7 +321,7 @@ def main() -> int:
 def slices_of(rows: list[dict[str, Any]]) -> dict[str, Slice]:
     paths = DataPaths(default_data_dir(), default_cache_dir())
     turns = {str(r["dataset"]): int(r["turns"]) for r in rows}
-    return {name: test_slice(name, n, paths) for name, n in turns.items()}
+    return {name: scored_slice(name, n, paths) for name, n in turns.items()}
 
 
 @contextmanager
