@@ -1,0 +1,82 @@
+"""bench/quality/quality_rows.py: the commands quality.md prints under each row reproduce it.
+
+A row's training command is text, so nothing else would notice a renamed config key, a config that
+was moved, or an ``--set output_dir`` that no longer matches the folder the row evaluates."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from mktod.config import load_config
+from mktod.train_config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows() -> ModuleType:
+    path = ROOT / "bench" / "quality" / "quality_rows.py"
+    spec = importlib.util.spec_from_file_location("quality_rows", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+Q = _rows()
+TRAINED = [row for row in Q.ROWS if "mktod train " in row.training]
+
+
+def _train_command(training: str) -> list[str]:
+    """The `mktod train` part of a row's training text, without the trailing "(CPU, ...)" note."""
+    command = next(part for part in training.split(";") if "mktod train " in part)
+    command = re.sub(r"\s*\([^()]*\)\s*$", "", command.strip())
+    words = shlex.split(command)
+    return words[words.index("train") + 1 :]
+
+
+def _config_and_sets(args: list[str]) -> tuple[Path, list[str]]:
+    config, sets = None, []
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag == "--config":
+            config = ROOT / value
+        elif flag == "--set":
+            sets.append(value)
+    assert config is not None, f"no --config in {args}"
+    return config, sets
+
+
+@pytest.mark.parametrize("row", TRAINED, ids=[f"{r.dataset}/{r.name}" for r in TRAINED])
+def test_a_rows_training_command_loads_and_writes_where_the_row_reads(row: object) -> None:
+    config, sets = _config_and_sets(_train_command(row.training))  # type: ignore[attr-defined]
+    assert config.is_file(), f"{row.name}: {config} is not in the repository"  # type: ignore[attr-defined]
+    cfg = load_config(TrainConfig, config, sets)  # an unknown key or bad value raises here
+    assert cfg.data.dataset == row.dataset  # type: ignore[attr-defined]
+    if row.train_run:  # type: ignore[attr-defined]  # "": a pipeline file over a shipped adapter
+        assert str(cfg.output_dir) == row.train_run  # type: ignore[attr-defined]
+        assert row.checkpoint.startswith(f"{row.train_run}/")  # type: ignore[attr-defined]
+
+
+def test_the_parser_reads_overrides_and_drops_the_where_note() -> None:
+    args = _train_command(
+        "mktod build-backbone --out x; mktod train --config c.yaml --set meta.mode=none "
+        "--set output_dir=runs/y (CPU, 30 steps x 4 turns)"
+    )
+    assert args == ["--config", "c.yaml", "--set", "meta.mode=none", "--set", "output_dir=runs/y"]
+
+
+def test_every_stated_comparison_names_rows_that_exist() -> None:
+    names = {row.name for row in Q.ROWS}
+    pairs = [(p.first, p.second) for p in Q.PAIRINGS]
+    pairs += [*Q.BACKBONE_PAIRS, *Q.DROPOUT_PAIRS, *Q.SETTING_PAIRS]
+    missing = sorted({name for pair in pairs for name in pair} - names)
+    assert not missing, f"comparisons name rows that are not in ROWS: {missing}"
+    for first, second in pairs:  # a comparison is within one dataset: both rows there at least once
+        assert {r.dataset for r in Q.ROWS if r.name == first} & {r.dataset for r in Q.ROWS if r.name == second}
