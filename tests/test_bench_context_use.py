@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_helpers import load_bench_script
 from train_helpers import tiny_config, write_data
 
 from mktod.generators.base import GeneratorInput
@@ -17,12 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script() -> ModuleType:
-    path = ROOT / "bench" / "quality" / "context_use.py"
-    spec = importlib.util.spec_from_file_location("context_use", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("quality/context_use.py")
 
 
 def test_summary_by_hand() -> None:

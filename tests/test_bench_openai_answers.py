@@ -5,13 +5,12 @@ answered are not sent again; the file is rewritten from the cache, for this mode
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_helpers import load_bench_script
 
 from mktod.errors import ConfigError
 from mktod.generators.openai_wire import ResponseCache, request_key
@@ -21,12 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_quality", ROOT / "bench" / "openai" / "run_quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("openai/run_quality.py")
 
 
 def _ask(cache: ResponseCache, model: str, prompt: str, answer: str) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from bench_helpers import load_bench_script
 
 from mktod.significance import PairedDifference
 
@@ -19,12 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_local", ROOT / "bench" / "quality" / "run_local.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("quality/run_local.py")
 
 
 def _findings() -> ModuleType:

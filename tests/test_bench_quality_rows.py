@@ -5,14 +5,14 @@ was moved, or an ``--set output_dir`` that no longer matches the folder the row 
 
 from __future__ import annotations
 
-import importlib.util
+import itertools
 import re
 import shlex
-import sys
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import pytest
+from bench_helpers import load_bench_script
 
 from mktod.config import load_config
 from mktod.train_config import TrainConfig
@@ -20,17 +20,7 @@ from mktod.train_config import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _rows() -> ModuleType:
-    path = ROOT / "bench" / "quality" / "quality_rows.py"
-    spec = importlib.util.spec_from_file_location("quality_rows", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-Q = _rows()
+Q = load_bench_script("quality/quality_rows.py")
 TRAINED = [row for row in Q.ROWS if "mktod train " in row.training]
 
 
@@ -44,7 +34,7 @@ def _train_command(training: str) -> list[str]:
 
 def _config_and_sets(args: list[str]) -> tuple[Path, list[str]]:
     config, sets = None, []
-    for flag, value in zip(args, args[1:], strict=False):
+    for flag, value in itertools.pairwise(args):
         if flag == "--config":
             config = ROOT / value
         elif flag == "--set":
@@ -54,14 +44,14 @@ def _config_and_sets(args: list[str]) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.parametrize("row", TRAINED, ids=[f"{r.dataset}/{r.name}" for r in TRAINED])
-def test_a_rows_training_command_loads_and_writes_where_the_row_reads(row: object) -> None:
-    config, sets = _config_and_sets(_train_command(row.training))  # type: ignore[attr-defined]
-    assert config.is_file(), f"{row.name}: {config} is not in the repository"  # type: ignore[attr-defined]
+def test_a_rows_training_command_loads_and_writes_where_the_row_reads(row: Any) -> None:
+    config, sets = _config_and_sets(_train_command(row.training))
+    assert config.is_file(), f"{row.name}: {config} is not in the repository"
     cfg = load_config(TrainConfig, config, sets)  # an unknown key or bad value raises here
-    assert cfg.data.dataset == row.dataset  # type: ignore[attr-defined]
-    if row.train_run:  # type: ignore[attr-defined]  # "": a pipeline file over a shipped adapter
-        assert str(cfg.output_dir) == row.train_run  # type: ignore[attr-defined]
-        assert row.checkpoint.startswith(f"{row.train_run}/")  # type: ignore[attr-defined]
+    assert cfg.data.dataset == row.dataset
+    if row.train_run:  # "": a pipeline file over a shipped adapter
+        assert str(cfg.output_dir) == row.train_run
+        assert row.checkpoint.startswith(f"{row.train_run}/")
 
 
 def test_the_parser_reads_overrides_and_drops_the_where_note() -> None:
@@ -79,4 +69,6 @@ def test_every_stated_comparison_names_rows_that_exist() -> None:
     missing = sorted({name for pair in pairs for name in pair} - names)
     assert not missing, f"comparisons name rows that are not in ROWS: {missing}"
     for first, second in pairs:  # a comparison is within one dataset: both rows there at least once
-        assert {r.dataset for r in Q.ROWS if r.name == first} & {r.dataset for r in Q.ROWS if r.name == second}
+        assert {r.dataset for r in Q.ROWS if r.name == first} & {
+            r.dataset for r in Q.ROWS if r.name == second
+        }

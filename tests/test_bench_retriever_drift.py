@@ -3,13 +3,12 @@ run end to end on the 3-dialogue sample with a trained tiny retriever."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import torch
+from bench_helpers import load_bench_script
 from train_helpers import tiny_config, write_data
 
 from mktod.datasets import get_loader
@@ -21,13 +20,7 @@ torch.set_num_threads(1)
 
 
 def _script() -> ModuleType:
-    path = ROOT / "bench" / "quality" / "retriever_drift.py"
-    spec = importlib.util.spec_from_file_location("retriever_drift", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("quality/retriever_drift.py")
 
 
 def test_drift_reports_recall_before_and_after(tmp_path: Path) -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from bench_helpers import load_bench_script
 
 from service.metrics import Metrics
 
@@ -18,13 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load() -> ModuleType:
-    # bench/ is not a package: load the file the way the script's own `import loadstats` sees it.
-    spec = importlib.util.spec_from_file_location("loadstats", ROOT / "bench" / "service" / "loadstats.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loadstats"] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("service/loadstats.py")
 
 
 ls = _load()
