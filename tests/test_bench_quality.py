@@ -256,3 +256,49 @@ def test_a_seq2seq_row_states_how_much_its_checkpoint_reads_its_input(script: Mo
     text = " ".join(script.seq2seq_lines([(row, record)], {}, script.context_use_rows()))
     assert "on the first 96 dev turns this checkpoint gives the gold response +3.50 nats" in text
     assert "+2.25 over the context alone (bench/results/context_use.md)" in text
+
+
+@pytest.mark.parametrize(
+    ("retriever", "start", "spec"),
+    [
+        (
+            {"init": None, "encoder": {"model": "all-MiniLM-L6-v2"}},
+            "the untuned sentence encoder",
+            "encoder:",
+        ),
+        ({"init": "runs/retriever-camrest"}, "the warm-up retriever", "runs/retriever-camrest"),
+    ],
+)
+def test_the_retriever_a_run_started_from_is_named_and_scored(
+    script: ModuleType, retriever: dict[str, Any], start: str, spec: str
+) -> None:
+    """A run that starts from the encoder as it comes (SMD's, ``init: null``) is compared with that
+    encoder; one that starts from a warm-up run, with the warm-up retriever. Scores come from the cache
+    `mktod evaluate-retriever` fills, so nothing is evaluated here."""
+    row = _row(script)
+    folder = script.ROOT / row.train_run
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"retriever": retriever}), encoding="utf-8")
+    if retriever["init"]:
+        (script.ROOT / retriever["init"] / "final").mkdir(parents=True)
+    name = Path(retriever["init"]).name if retriever["init"] else "all-MiniLM-L6-v2"
+    cached = script.ROOT / "runs" / "quality" / f"camrest-test-{name}.json"
+    cached.parent.mkdir(parents=True)
+    cached.write_text(json.dumps({"recall@1": 75.5, "recall@5": 99.0}), encoding="utf-8")
+    warm = script.warmup_recall(row)
+    assert warm["start"].startswith(start) and f"--retriever {spec}" in warm["command"]
+    record = {
+        "turns": 4,
+        "entity_f1": 5.0,
+        "bleu": 4.0,
+        "recall@1": 80.0,
+        "recall@7": 100.0,
+        "k": 8,
+        "shares": {"distinct": 50.0},
+        "common_responses": ["sure"],
+        "warmup_recall": warm,
+    }
+    seq2seq = script.Row(row.name, "label", row.checkpoint, "smd", "mktod train ...", backbone="bert2bert")
+    text = " ".join(script.seq2seq_lines([(seq2seq, record)], {}, []))
+    assert f"Recall@1 80.00 and Recall@8 100.00 on these turns, not below {start}" in text
+    assert "it started from (Recall@1 75.50, Recall@5 99.00;" in text

@@ -364,24 +364,31 @@ def openai_rows() -> list[dict[str, Any]]:
 
 
 def warmup_recall(row: Row) -> dict[str, Any] | None:
-    """Recall@K on the row's split of the retriever its training run started from (the run config's
-    ``retriever.init``), when that retriever is on this machine; cached in runs/quality."""
+    """Recall@K on the row's split of the retriever its training run started from: the run config's
+    ``retriever.init`` (a warm-up run), or with ``init: null`` the sentence encoder as it comes; None
+    when that is not on this machine. ``start`` names it for the sentence. Cached in runs/quality."""
     config = ROOT / row.train_run / "config.yaml" if row.train_run else None
     if config is None or not config.is_file():
         return None
-    init = (yaml.safe_load(config.read_text(encoding="utf-8")).get("retriever") or {}).get("init")
-    if not init or not (ROOT / init / "final").is_dir():  # a finished warm-up only
-        return None
+    retriever = yaml.safe_load(config.read_text(encoding="utf-8")).get("retriever") or {}
+    init = retriever.get("init")
+    if init:
+        if not (ROOT / init / "final").is_dir():  # a finished warm-up only
+            return None
+        spec, start, cache_name = str(init), "the warm-up retriever", Path(init).name
+    else:
+        model = (retriever.get("encoder") or {}).get("model") or "all-MiniLM-L6-v2"
+        spec, start, cache_name = f"encoder:{model}", f"the untuned sentence encoder ({model})", model
     cmd = ["mktod", "evaluate-retriever", "--setting", "condensed", "--split", row.split]
-    cmd += ["--retriever", str(init), "--dataset", row.dataset]
-    cached = ROOT / "runs" / "quality" / f"{row.dataset}-{row.split}-{Path(init).name}.json"
+    cmd += ["--retriever", spec, "--dataset", row.dataset]
+    cached = ROOT / "runs" / "quality" / f"{row.dataset}-{row.split}-{cache_name}.json"
     if not cached.is_file():
         exe = str(Path(sys.executable).parent / "mktod")
         text = subprocess.run([exe, *cmd[1:]], cwd=ROOT, check=True, capture_output=True, text=True).stdout
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(text, encoding="utf-8")
     scores: dict[str, Any] = json.loads(cached.read_text(encoding="utf-8"))
-    return {**scores, "command": " ".join(cmd)}
+    return {**scores, "command": " ".join(cmd), "start": start}
 
 
 def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> PairedDifference | None:
