@@ -130,8 +130,8 @@ def seq2seq_lines(results: Results, intervals: Intervals, measured: list[dict[st
                 )
             out.append(
                 f"Its retriever, trained jointly, has Recall@1 {r['recall@1']:.2f} and Recall@{k} "
-                f"{r['recall@7']:.2f} on these turns{chance}, {direction} the warm-up retriever it started "
-                f"from (Recall@1 {warm['recall@1']:.2f}, Recall@5 {warm['recall@5']:.2f}; "
+                f"{r['recall@7']:.2f} on these turns{chance}, {direction} "
+                f"{warm.get('start', 'the warm-up retriever')} it started from (Recall@1 {warm['recall@1']:.2f}, Recall@5 {warm['recall@5']:.2f}; "
                 f"`{warm['command']}`)."
             )
         curve = r.get("dev_curve") or {}
@@ -273,7 +273,7 @@ def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
             f"Of {counted} comparisons at 95%, {0.05 * counted:.2f} would exclude 0 by chance alone on",
             "average, and these are short CPU runs (see the commands); the full-size runs of",
             "configs/*-{prefix,prompt,ctr}{,-smollm2}.yaml are what can confirm or contradict the paper's",
-            "direction (MML above NLL only).",
+            "direction (MML above NLL only, meta knowledge above none).",
         ]
     return [
         "",
