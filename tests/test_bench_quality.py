@@ -302,3 +302,26 @@ def test_the_retriever_a_run_started_from_is_named_and_scored(
     text = " ".join(script.seq2seq_lines([(seq2seq, record)], {}, []))
     assert f"Recall@1 80.00 and Recall@8 100.00 on these turns, not below {start}" in text
     assert "it started from (Recall@1 75.50, Recall@5 99.00;" in text
+
+
+def test_a_comparison_without_an_interval_says_why(script: ModuleType) -> None:
+    findings = _findings()
+
+    def run(f1: float, kept: bool, turns: int = 100) -> dict[str, Any]:
+        path = "bench/results/quality_local/x.txt" if kept else None
+        return {"entity_f1": f1, "bleu": 3.0, "recall@1": 77.0, "split": "test", "turns": turns,
+                "kept_predictions": path}  # fmt: skip
+
+    def sentence(a: dict[str, Any], b: dict[str, Any]) -> str:
+        rows = [
+            (script.Row("ft-prompt-mml", "l", "runs/a/best", "smd", "t"), a),
+            (script.Row("ft-none-mml", "l", "runs/b/best", "smd", "t"), b),
+        ]
+        lines: list[str] = findings.ablation_lines(rows, {})
+        return next(line for line in lines if "meta-knowledge ablation" in line)
+
+    assert "17.49 / 3.00 (Entity F1 / BLEU); no interval: the first run's predictions were not kept;" in (
+        sentence(run(35.5, kept=False), run(17.49, kept=True))
+    )
+    assert "no interval: the runs scored different turns" in sentence(run(35.5, True), run(17.5, True, 90))
+    assert "no interval: the predictions of the runs were not kept" in sentence(run(1, False), run(2, False))

@@ -83,6 +83,17 @@ def interval_text(d: PairedDifference | None) -> str:
     return f"; Entity F1 difference {d.difference:+.2f}, 95% interval [{d.low:+.2f}, {d.high:+.2f}]"
 
 
+def missing_interval(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Why a comparison has no paired-bootstrap interval (compute_intervals found none)."""
+    if (a["split"], a["turns"]) != (b["split"], b["turns"]):
+        return "no interval: the runs scored different turns"
+    kept = [r for r in (a, b) if r.get("kept_predictions")]
+    if len(kept) == 1:  # rows measured before predictions were kept (on another machine)
+        gone = "first" if kept[0] is b else "second"
+        return f"no interval: the {gone} run's predictions were not kept"
+    return "no interval: the predictions of the runs were not kept"
+
+
 def setting_lines(results: Results, intervals: Intervals) -> list[str]:
     """The same trained parts on each dialogue's own KB and on the dataset-level KB."""
     out: list[str] = []
@@ -131,7 +142,8 @@ def seq2seq_lines(results: Results, intervals: Intervals, measured: list[dict[st
             out.append(
                 f"Its retriever, trained jointly, has Recall@1 {r['recall@1']:.2f} and Recall@{k} "
                 f"{r['recall@7']:.2f} on these turns{chance}, {direction} "
-                f"{warm.get('start', 'the warm-up retriever')} it started from (Recall@1 {warm['recall@1']:.2f}, Recall@5 {warm['recall@5']:.2f}; "
+                f"{warm.get('start', 'the warm-up retriever')} it started from "
+                f"(Recall@1 {warm['recall@1']:.2f}, Recall@5 {warm['recall@5']:.2f}; "
                 f"`{warm['command']}`)."
             )
         curve = r.get("dev_curve") or {}
@@ -247,7 +259,7 @@ def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
         for dataset, a, b in paired_runs(results, p.first, p.second):
             name = DATASET_NAMES.get(dataset, dataset)
             d = intervals.get((dataset, p.first, p.second))
-            note = interval_text(d)
+            note = interval_text(d) if d is not None else f"; {missing_interval(a, b)}"
             if d is not None:
                 counted += 1
                 if d.excludes_zero:
