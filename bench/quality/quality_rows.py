@@ -219,6 +219,26 @@ ROWS = (
         "runs/smd-condensed-prompt-smollm2-cpu-nomml",
     ),
     Row(
+        "ft-none-mml",
+        "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML (w/o meta knowledge)",
+        "runs/smd-condensed-none-smollm2-cpu/best",
+        "smd",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        "--set meta.use_negative=false --set output_dir=runs/smd-condensed-none-smollm2-cpu "
+        "(CPU, 30 steps x 4 turns)",
+        "runs/smd-condensed-none-smollm2-cpu",
+    ),
+    Row(
+        "ft-ctr-mml",
+        "SmolLM2-135M + LoRA, ctr (no tags, contrastive loss), NLL + MML + CTR",
+        "runs/smd-condensed-ctr-smollm2-cpu/best",
+        "smd",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        "--set meta.use_negative=false --set loss.use_ctr=true "
+        "--set output_dir=runs/smd-condensed-ctr-smollm2-cpu (CPU, 30 steps x 4 turns)",
+        "runs/smd-condensed-ctr-smollm2-cpu",
+    ),
+    Row(
         "ft-prefix-mml",
         "SmolLM2-135M + LoRA, prefix, NLL + MML",
         "runs/smd-condensed-prefix-smollm2-cpu/best",
@@ -358,6 +378,22 @@ PAIRINGS = (
     Pairing("ft-prompt-mml", "ft-prompt-nll", "prompt ablation", SAME_SEED, "with MML", "without MML"),
     Pairing("ft-prefix-mml", "ft-prefix-nll", "prefix ablation", SAME_SEED, "with MML", "without MML"),
     Pairing("ft-prompt-mml", "ft-prefix-mml", "meta-knowledge rendering", SAME_STEPS, "prompt", "prefix"),
+    Pairing(
+        "ft-prompt-mml",
+        "ft-none-mml",
+        "meta-knowledge ablation",
+        SAME_SEED,
+        "prompt meta knowledge",
+        "the records alone (`meta.mode: none`; no tags, so no easy negative either)",
+    ),
+    Pairing(
+        "ft-ctr-mml",
+        "ft-none-mml",
+        "contrastive loss",
+        SAME_SEED,
+        "with CTR (METHOD.md §3)",
+        "without (`loss.use_ctr: false`)",
+    ),
     Pairing(
         "ft-prompt-mml",
         "ft-prompt-mml-noneg",
