@@ -29,7 +29,7 @@ from mktod.encoder import format_context
 from mktod.kb import linearise, value_text
 from mktod.meta import MetaConfig, TaggedRecord, negative_record
 from mktod.metrics import normalize
-from mktod.retriever import Retriever
+from mktod.retriever import Retriever, RetrieverProtocol
 from mktod.types import KB, Hit, Record, Split, Utterance
 
 
@@ -97,7 +97,7 @@ def _pick_donor(donors: Sequence[tuple[int, KB]], example: TrainExample, seed: s
 
 @torch.no_grad()
 def retrieve_records(
-    retriever: Retriever,
+    retriever: RetrieverProtocol,  # any retriever: only retrieve_many is used
     batch: Sequence[TrainExample],
     k: int,
     meta: MetaConfig,

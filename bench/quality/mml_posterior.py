@@ -38,7 +38,7 @@ from tqdm import tqdm
 from mktod.checkpoint import load_pipeline
 from mktod.cli_common import add_path_options, offline_data_paths
 from mktod.datasets import get_loader
-from mktod.generators.base import GeneratorInput
+from mktod.generators.base import GeneratorInput, TrainableGenerator
 from mktod.metrics import normalize
 from mktod.mml_diag import gold_mask, posterior_stats
 from mktod.retriever import Retriever
@@ -88,27 +88,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit(
             f"{args.checkpoint}: MML needs a dense retriever, this pipeline has {type(pipeline.retriever)}"
         )
+    generator = pipeline.generator
+    if not isinstance(generator, TrainableGenerator):
+        sys.exit(f"{args.checkpoint}: MML needs a trainable generator, this pipeline has {type(generator)}")
     meta = replace(pipeline.meta, use_negative=args.negative)
     split = get_loader(args.dataset).load_split(args.split, paths)
     chosen: list[tuple[TrainExample, set[str]]] = []
     for example in build_examples(split, None):  # example.gold: the response's entities, normalised
         kb_values = {normalize(v) for record in example.kb for v in record.values}
-        gold = set(example.gold) & kb_values
-        if gold:
-            chosen.append((example, gold))
+        entities = set(example.gold) & kb_values
+        if entities:
+            chosen.append((example, entities))
     chosen = chosen[: args.limit]
 
     stats: dict[str, list[float]] = {}
     torch.manual_seed(args.seed)
     pipeline.retriever.encoder.eval()
-    pipeline.generator.model.train(args.dropout)  # type: ignore[attr-defined]
+    generator.model.train(args.dropout)
     with torch.no_grad():
         for start in tqdm(range(0, len(chosen), args.batch_size), desc="turns", unit="batch"):
             part = chosen[start : start + args.batch_size]
             batch = [example for example, _ in part]
             records = retrieve_records(pipeline.retriever, batch, pipeline.config.k, meta)
             inputs = [GeneratorInput(ex.context, recs) for ex, recs in zip(batch, records, strict=True)]
-            lik = pipeline.generator.joint_and_single_logprobs(inputs, [ex.response for ex in batch])
+            lik = generator.joint_and_single_logprobs(inputs, [ex.response for ex in batch])
             scores, mask = record_scores(pipeline.retriever, [ex.query for ex in batch], records)
             gold = gold_mask(records, [g for _, g in part])
             for key, values in posterior_stats(
