@@ -61,6 +61,16 @@ ROWS = (
         "runs/camrest-condensed-prompt-smollm2-cpu-nomml",
     ),
     Row(
+        "ft-none-mml",
+        "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML (w/o meta knowledge)",
+        "runs/camrest-condensed-none-smollm2-cpu/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        "--set meta.use_negative=false --set output_dir=runs/camrest-condensed-none-smollm2-cpu "
+        "(CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-none-smollm2-cpu",
+    ),
+    Row(
         "ft-prefix-mml",
         "SmolLM2-135M + LoRA, prefix, NLL + MML",
         "runs/camrest-condensed-prefix-smollm2-cpu/best",
