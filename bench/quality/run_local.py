@@ -370,14 +370,16 @@ def warmup_recall(row: Row) -> dict[str, Any] | None:
     config = ROOT / row.train_run / "config.yaml" if row.train_run else None
     if config is None or not config.is_file():
         return None
-    retriever = yaml.safe_load(config.read_text(encoding="utf-8")).get("retriever") or {}
+    retriever = yaml.safe_load(config.read_text(encoding="utf-8")).get("retriever")
+    if not retriever:  # no retriever section: nothing to compare the row's Recall@1 with
+        return None
     init = retriever.get("init")
     if init:
         if not (ROOT / init / "final").is_dir():  # a finished warm-up only
             return None
         spec, start, cache_name = str(init), "the warm-up retriever", Path(init).name
     else:
-        model = (retriever.get("encoder") or {}).get("model") or "all-MiniLM-L6-v2"
+        model = retriever["encoder"]["model"]  # config.yaml is the resolved config: always there
         spec, start, cache_name = f"encoder:{model}", f"the untuned sentence encoder ({model})", model
     cmd = ["mktod", "evaluate-retriever", "--setting", "condensed", "--split", row.split]
     cmd += ["--retriever", spec, "--dataset", row.dataset]
