@@ -81,3 +81,4 @@ def test_the_table_note_counts_the_scored_slice_from_the_data(script: ModuleType
     assert (whole.turns, whole.dialogues, whole.split_turns) == (every, len(_DIALOGUES), every)
     note = script.describe_slices({"camrest": part})
     assert note.startswith(f"Each row covers camrest: {first_turns + 1} turns from 2 dialogues,")
+    assert note.endswith(f"({part.over_k} of the turns with more than 1).")  # the k it was counted with

@@ -123,8 +123,9 @@ class Slice:
     turns: int
     dialogues: int
     largest_kb: int
-    over_k: int  # turns whose KB has more rows than the K retrieved: only there can Recall@K miss
+    over_k: int  # turns whose KB has more rows than the k retrieved: only there can Recall@k miss
     split_turns: int  # all system turns of the test set
+    k: int  # records retrieved per turn, the bound over_k counts against
 
 
 def scored_slice(dataset: str, limit: int, paths: DataPaths, k: int = K) -> Slice:
@@ -133,14 +134,14 @@ def scored_slice(dataset: str, limit: int, paths: DataPaths, k: int = K) -> Slic
     turns = first_turns(every, limit)
     sizes = [len(dialogue.kb) for dialogue, _, _ in turns]
     dialogues = len({d.id for d, _, _ in turns})
-    return Slice(len(turns), dialogues, max(sizes, default=0), sum(n > k for n in sizes), len(every))
+    return Slice(len(turns), dialogues, max(sizes, default=0), sum(n > k for n in sizes), len(every), k)
 
 
 def describe_slices(slices: dict[str, Slice]) -> str:
     """One sentence per table: what each dataset's rows cover (the numbers come from the data)."""
     parts = [
         f"{name}: {s.turns} turns from {s.dialogues} dialogues, condensed KBs of at most {s.largest_kb} "
-        f"rows ({s.over_k} of the turns with more than {K})"
+        f"rows ({s.over_k} of the turns with more than {s.k})"
         for name, s in slices.items()
     ]
     return "Each row covers " + "; ".join(parts) + "."
