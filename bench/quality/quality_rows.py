@@ -189,6 +189,15 @@ ROWS = (
         SHIPPED_ADAPTER,
     ),
     Row(
+        "ft-large-prompt-mml",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, prompt, NLL + MML",
+        "runs/camrest-large-prompt-smollm2-cpu/best",
+        "camrest",
+        "mktod train --config configs/camrest-large-prompt-smollm2-cpu.yaml (CPU, 60 steps x 4 turns, "
+        "top-7 of the dataset-level KB)",
+        "runs/camrest-large-prompt-smollm2-cpu",
+    ),
+    Row(
         "zs-prompt",
         "SmolLM2-135M zero-shot, prompt meta knowledge",
         "configs/pipelines/smd-smollm2-zeroshot-prompt.yaml",
@@ -442,3 +451,6 @@ BACKBONE_PAIRS = (  # the seq2seq backbones, from-scratch first
 # default) and with it (before the option existed), the fixed run first.
 DROPOUT_PAIRS = (("b2b-prompt-mml", "b2b-prompt-mml-dropout"), ("t5-prompt-mml", "t5-prompt-mml-dropout"))
 SETTING_PAIRS = (("lora-warmup-condensed", "lora-warmup-large"),)  # the same parts, condensed first
+# The same generator config trained on large-scale retrievals and on condensed ones (the shipped
+# adapter), both scored on the dataset-level KB: the large-scale-trained run first.
+TRAIN_SETTING_PAIRS = (("ft-large-prompt-mml", "lora-warmup-large"),)

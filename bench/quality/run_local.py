@@ -62,6 +62,7 @@ from quality_rows import (
     PAPER_LARGE,
     ROWS,
     SETTING_PAIRS,
+    TRAIN_SETTING_PAIRS,
     Row,
 )
 
@@ -417,7 +418,8 @@ def compute_intervals(results: Results, recorded: Recorded) -> Intervals:
     """Every stated comparison's interval: bootstrapped from the two predictions files when both are
     here, else the recorded one, provided both rows still have the scores it was drawn from."""
     out: Intervals = {}
-    pairs = [*((p.first, p.second) for p in PAIRINGS), *BACKBONE_PAIRS, *SETTING_PAIRS, *DROPOUT_PAIRS]
+    pairs = [(p.first, p.second) for p in PAIRINGS]
+    pairs += [*BACKBONE_PAIRS, *SETTING_PAIRS, *TRAIN_SETTING_PAIRS, *DROPOUT_PAIRS]
     for first, second in pairs:
         for dataset, a, b in paired_runs(results, first, second):
             d = paired_difference(a, b)
