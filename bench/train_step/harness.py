@@ -49,7 +49,7 @@ def timed_steps(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        loss_fn().backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if device.type == "cuda":

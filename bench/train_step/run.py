@@ -48,7 +48,7 @@ def synthetic_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
     words = ["<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(vocab - 3 - 11)]  # 11 meta tokens come later
     tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
     )
 
@@ -109,8 +109,8 @@ def main() -> None:
         num_heads=heads,
         pad_token_id=0,
         eos_token_id=1,
-        decoder_start_token_id=0,
     )
+    config.decoder_start_token_id = 0  # an attribute: T5Config's typed signature does not take it
     cfg = GeneratorConfig(
         model=args.size, max_context_tokens=200, max_record_tokens=100, max_target_tokens=64
     )
