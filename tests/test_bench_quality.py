@@ -214,11 +214,12 @@ def test_large_scale_training_is_compared_with_the_condensed_trained_adapter(scr
     )
     assert "the next comparison trains the same config on large-scale ones." in text
     assert (
-        "CamRest training KB setting (SmolLM2 + LoRA, prompt, NLL + MML, same config, steps and seed; both "
-        "scored on the dataset-level KB, K = 7): trained on top-7 retrievals from the dataset-level KB (its "
-        "retriever trained jointly) 33.50 / 6.25, trained on each dialogue's own KB (the shipped adapter, "
-        "over the warm-up retriever) 25.00 / 5.00 (Entity F1 / BLEU); Entity F1 difference +8.50, 95% "
-        "interval [+1.00, +16.00]; Recall@1 64.00 vs 60.00, Recall@7 98.00 vs 97.00." in text
+        "CamRest training KB setting (SmolLM2 + LoRA, prompt, NLL + MML, the same training turns, "
+        "learning rates and seed; both scored on the dataset-level KB, K = 7): trained on top-7 "
+        "retrievals from the dataset-level KB (its retriever trained jointly) 33.50 / 6.25, trained on "
+        "each dialogue's own KB (the shipped adapter, over the warm-up retriever) 25.00 / 5.00 "
+        "(Entity F1 / BLEU); Entity F1 difference +8.50, 95% interval [+1.00, +16.00]; "
+        "Recall@1 64.00 vs 60.00, Recall@7 98.00 vs 97.00." in text
     )
     no_interval = "\n".join(findings.setting_lines(results, {}))
     assert "(Entity F1 / BLEU); no interval: the predictions of the runs were not kept;" in no_interval

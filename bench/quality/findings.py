@@ -126,8 +126,8 @@ def setting_lines(results: Results, intervals: Intervals) -> list[str]:
             out += [
                 "",
                 f"{DATASET_NAMES.get(dataset, dataset)} training KB setting (SmolLM2 + LoRA, prompt, "
-                "NLL + MML, same config, steps and seed; both scored on the dataset-level KB, "
-                f"K = {a['k']}): "
+                "NLL + MML, the same training turns, learning rates and seed; both scored on the "
+                f"dataset-level KB, K = {a['k']}): "
                 f"trained on top-{a['k']} retrievals from the dataset-level KB (its retriever trained "
                 f"jointly) {a['entity_f1']:.2f} / {a['bleu']:.2f}, trained on each dialogue's own KB "
                 f"(the shipped adapter, over the warm-up retriever) {b['entity_f1']:.2f} / {b['bleu']:.2f} "
