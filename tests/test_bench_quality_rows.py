@@ -64,8 +64,7 @@ def test_the_parser_reads_overrides_and_drops_the_where_note() -> None:
 
 def test_every_stated_comparison_names_rows_that_exist() -> None:
     names = {row.name for row in Q.ROWS}
-    pairs = [(p.first, p.second) for p in Q.PAIRINGS]
-    pairs += [*Q.BACKBONE_PAIRS, *Q.DROPOUT_PAIRS, *Q.SETTING_PAIRS, *Q.TRAIN_SETTING_PAIRS]
+    pairs = Q.stated_pairs()
     missing = sorted({name for pair in pairs for name in pair} - names)
     assert not missing, f"comparisons name rows that are not in ROWS: {missing}"
     for first, second in pairs:  # a comparison is within one dataset: both rows there at least once

@@ -454,3 +454,10 @@ SETTING_PAIRS = (("lora-warmup-condensed", "lora-warmup-large"),)  # the same pa
 # The same generator config trained on large-scale retrievals and on condensed ones (the shipped
 # adapter), both scored on the dataset-level KB: the large-scale-trained run first.
 TRAIN_SETTING_PAIRS = (("ft-large-prompt-mml", "lora-warmup-large"),)
+
+
+def stated_pairs() -> list[tuple[str, str]]:
+    """Every (first, second) pair of rows that quality.md compares, whichever kind of comparison: what
+    run_local.py draws intervals for and the rows test checks against ROWS."""
+    pairs = [(p.first, p.second) for p in PAIRINGS]
+    return [*pairs, *BACKBONE_PAIRS, *SETTING_PAIRS, *TRAIN_SETTING_PAIRS, *DROPOUT_PAIRS]

@@ -54,16 +54,12 @@ from findings import (
     setting_lines,
 )
 from quality_rows import (
-    BACKBONE_PAIRS,
     DATASET_NAMES,
-    DROPOUT_PAIRS,
-    PAIRINGS,
     PAPER,
     PAPER_LARGE,
     ROWS,
-    SETTING_PAIRS,
-    TRAIN_SETTING_PAIRS,
     Row,
+    stated_pairs,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -418,9 +414,7 @@ def compute_intervals(results: Results, recorded: Recorded) -> Intervals:
     """Every stated comparison's interval: bootstrapped from the two predictions files when both are
     here, else the recorded one, provided both rows still have the scores it was drawn from."""
     out: Intervals = {}
-    pairs = [(p.first, p.second) for p in PAIRINGS]
-    pairs += [*BACKBONE_PAIRS, *SETTING_PAIRS, *TRAIN_SETTING_PAIRS, *DROPOUT_PAIRS]
-    for first, second in pairs:
+    for first, second in stated_pairs():
         for dataset, a, b in paired_runs(results, first, second):
             d = paired_difference(a, b)
             c = recorded.comparisons.get((dataset, first, second))
