@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from train_helpers import crash_after_step, make_models, tiny_config, write_data
+from train_helpers import crash_after_step, make_models, paper_k, tiny_config, write_data
 
 import mktod.train as train_module
 from mktod.checkpoint import checkpoint_step, is_complete, load_pipeline, load_spec
@@ -237,8 +237,7 @@ def test_shipped_configs_load(path: Path) -> None:
     else:
         assert cfg.generator.kind == "seq2seq"
     assert cfg.optim.batch_size * cfg.optim.grad_accum == 64 and cfg.optim.max_steps == 1500
-    expected_k = 7 if setting == "large" else {"mwoz": 6, "camrest": 6, "smd": 8}[dataset]
-    assert cfg.retriever.k == expected_k
+    assert cfg.retriever.k == paper_k(dataset, setting)
     assert cfg.generator.max_target_tokens == (128 if dataset == "smd" else 64)
     assert cfg.loss.use_ctr == (variant == "ctr")
     assert cfg.meta.mode == {"prefix": "prefix", "prompt": "prompt", "ctr": "none"}[variant]
@@ -250,8 +249,7 @@ def test_cpu_configs_load(path: Path) -> None:
     cfg = load_config(TrainConfig, path)
     dataset, setting, variant, *backbone = path.stem.removesuffix("-cpu").split("-")
     assert (cfg.data.dataset, cfg.data.setting, cfg.meta.mode) == (dataset, setting, variant)
-    expected_k = 7 if setting == "large" else {"mwoz": 6, "camrest": 6, "smd": 8}[dataset]
-    assert cfg.retriever.k == expected_k and cfg.loss.use_mml
+    assert cfg.retriever.k == paper_k(dataset, setting) and cfg.loss.use_mml
     turns = cfg.optim.max_steps * cfg.optim.batch_size * cfg.optim.grad_accum
     if backbone == ["smollm2"]:
         assert cfg.generator.kind == "causal" and cfg.generator.lora.r > 0

@@ -11,7 +11,7 @@ import torch
 import yaml
 from causal_helpers import save_tiny_llama
 from safetensors.torch import load_file
-from train_helpers import crash_after_step, tiny_config, write_data
+from train_helpers import crash_after_step, paper_k, tiny_config, write_data
 
 import mktod.train as train_module
 from mktod.checkpoint import is_complete, load_pipeline, load_spec
@@ -127,9 +127,9 @@ def test_shipped_pipeline_files_load(path: Path) -> None:
 
     spec = load_spec(path)
     assert path.stem.startswith(f"{spec.dataset}-") and spec.retriever
-    # METHOD.md §2: K = 6 / 8 / 6 on condensed KBs, 7 on the dataset-level KB.
-    expected_k = 7 if spec.setting == "large" else {"camrest": 6, "smd": 8, "mwoz": 6}[spec.dataset]
-    assert spec.k == expected_k and (spec.setting == "large") == ("-large-" in path.stem)
+    assert spec.k == paper_k(spec.dataset, spec.setting) and (spec.setting == "large") == (
+        "-large-" in path.stem
+    )
     assert spec.meta.mode in path.stem and spec.generator.kind == "causal"
     adapter = spec.generator.adapter
     assert not adapter or (path.parent / adapter).is_dir()  # relative to the pipeline file's folder

@@ -20,6 +20,14 @@ from mktod.datasets import DataPaths
 from mktod.generators.backbones import train_unigram_tokenizer
 from mktod.train_config import TrainConfig
 
+
+def paper_k(dataset: str, setting: str) -> int:
+    """Records per turn in the paper (METHOD.md §2): 6 / 8 / 6 on MWOZ / SMD / CamRest condensed KBs,
+    7 on the dataset-level KB. Written out here, not read from mktod, so the configs are checked
+    against the paper."""
+    return 7 if setting == "large" else {"mwoz": 6, "camrest": 6, "smd": 8}[dataset]
+
+
 ENTITIES = {
     "address": ["regent_street_city_centre", "finders_corner_newmarket_road", "191_histon_road_chesterton"],
     "area": ["centre", "east", "north"],
