@@ -71,6 +71,25 @@ ROWS = (
         "runs/camrest-condensed-none-smollm2-cpu",
     ),
     Row(
+        "ft-ctr-mml",
+        "SmolLM2-135M + LoRA, ctr (no tags, contrastive loss), NLL + MML + CTR",
+        "runs/camrest-condensed-ctr-smollm2-cpu/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        "--set meta.use_negative=false --set loss.use_ctr=true "
+        "--set output_dir=runs/camrest-condensed-ctr-smollm2-cpu (CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-ctr-smollm2-cpu",
+    ),
+    Row(
+        "ft-prompt-mml-noneg",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML without the negative in MML",
+        "runs/camrest-condensed-prompt-smollm2-cpu-noneg/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set loss.mml_negative=false "
+        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-noneg (CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-noneg",
+    ),
+    Row(
         "ft-prefix-mml",
         "SmolLM2-135M + LoRA, prefix, NLL + MML",
         "runs/camrest-condensed-prefix-smollm2-cpu/best",
