@@ -85,7 +85,8 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML without the negative in MML",
         "runs/camrest-condensed-prompt-smollm2-cpu-noneg/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set loss.mml_negative=false "
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+        "--set loss.mml_negative=false "
         "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-noneg (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu-noneg",
     ),
