@@ -357,3 +357,30 @@ def test_a_comparison_without_an_interval_says_why(script: ModuleType) -> None:
     )
     assert "no interval: the runs scored different turns" in sentence(run(35.5, True), run(17.5, True, 90))
     assert "no interval: the predictions of the runs were not kept" in sentence(run(1, False), run(2, False))
+
+
+def test_a_retrained_run_restates_its_first_runs_comparisons_with_an_interval(script: ModuleType) -> None:
+    findings = _findings()
+
+    def run(f1: float, kept: bool) -> dict[str, Any]:
+        path = "bench/results/quality_local/x.txt" if kept else None
+        return {"entity_f1": f1, "bleu": 3.0, "recall@1": 77.0, "split": "test", "turns": 100,
+                "kept_predictions": path}  # fmt: skip
+
+    rerun = script.Row("ft-prompt-mml-rerun", "l", "runs/c/best", "smd", "t", rerun_of="ft-prompt-mml")
+    rows = [
+        (script.Row("ft-prompt-mml", "l", "runs/a/best", "smd", "t"), run(35.54, kept=False)),
+        (rerun, run(35.68, kept=True)),
+        (script.Row("ft-none-mml", "l", "runs/b/best", "smd", "t"), run(17.49, kept=True)),
+    ]
+    d = PairedDifference(18.19, 8.76, 27.77, 0.95, 2000, 25)
+    lines: list[str] = findings.ablation_lines(rows, {("smd", "ft-prompt-mml-rerun", "ft-none-mml"): d})
+    ablation = [line for line in lines if line.startswith("SMD SmolLM2 meta-knowledge ablation")]
+    assert len(ablation) == 2
+    assert "no interval: the first run's predictions were not kept" in ablation[0]
+    assert "(same data, steps and seed; prompt meta knowledge: the retrained run): prompt meta " \
+        "knowledge 35.68 / 3.00" in ablation[1]  # fmt: skip
+    assert "Entity F1 difference +18.19, 95% interval [+8.76, +27.77]" in ablation[1]
+    retraining = next(line for line in lines if line.startswith("SMD SmolLM2 retraining"))
+    assert "retrained 35.68 / 3.00, original 35.54 / 3.00" in retraining
+    assert "1 of the 1 Entity F1 intervals exclude 0: SMD meta-knowledge ablation" in "\n".join(lines)

@@ -71,3 +71,29 @@ def test_every_stated_comparison_names_rows_that_exist() -> None:
         assert {r.dataset for r in Q.ROWS if r.name == first} & {
             r.dataset for r in Q.ROWS if r.name == second
         }
+
+
+RERUNS = [row for row in Q.ROWS if row.rerun_of]
+
+
+@pytest.mark.parametrize("row", RERUNS, ids=[f"{r.dataset}/{r.name}" for r in RERUNS])
+def test_a_retrained_row_runs_its_first_runs_command_into_another_folder(row: Any) -> None:
+    first = next(r for r in Q.ROWS if (r.dataset, r.name) == (row.dataset, row.rerun_of))
+    config, sets = _config_and_sets(_train_command(row.training))
+    first_config, first_sets = _config_and_sets(_train_command(first.training))
+    assert config == first_config
+    assert [s for s in sets if not s.startswith("output_dir=")] == first_sets
+    assert row.train_run != first.train_run
+
+
+def test_each_comparison_of_a_retrained_run_is_stated_again_with_its_twin() -> None:
+    by_name = {(p.first, p.second): p for p in Q.pairings()}
+    assert RERUNS, "no retrained rows to check"
+    for row in RERUNS:
+        assert (row.name, row.rerun_of) in by_name  # how far the two runs land apart
+        for p in Q.PAIRINGS:
+            if p.first == row.rerun_of:
+                again = by_name[(row.name, p.second)]
+                assert again.topic == p.topic and again.detail.endswith(": the retrained run")
+            if p.second == row.rerun_of:
+                assert (p.first, row.name) in by_name

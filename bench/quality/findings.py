@@ -16,10 +16,10 @@ from quality_rows import (
     DATASET_NAMES,
     DROPOUT_PAIRS,
     KB_ROWS,
-    PAIRINGS,
     SETTING_PAIRS,
     TRAIN_SETTING_PAIRS,
     Row,
+    pairings,
 )
 
 from mktod.significance import PairedDifference
@@ -272,13 +272,22 @@ def backbone_consequences(t5: dict[str, Any], b2b: dict[str, Any]) -> list[str]:
     return out
 
 
+RETRAINED = [
+    "A row marked *(retrained)* ran its first run's training command again into another folder, on a",
+    "machine that kept its predictions: each comparison of the first run is stated again with it, with",
+    "an interval where the first run has none, and its *retraining* line sets the two runs side by side",
+    "(training is not bit-reproducible across machines, so that is how far two runs of one command land",
+    "apart).",
+]
+
+
 def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
-    """One sentence per comparison of PAIRINGS and dataset, from the numbers, with the Entity F1
+    """One sentence per comparison of pairings() and dataset, from the numbers, with the Entity F1
     difference and its paired-bootstrap interval; then what the intervals say together."""
     out: list[str] = []
     apart: list[str] = []  # comparisons whose interval excludes 0
     counted = 0
-    for p in PAIRINGS:
+    for p in pairings(row for row, _ in results):
         for dataset, a, b in paired_runs(results, p.first, p.second):
             name = DATASET_NAMES.get(dataset, dataset)
             d = intervals.get((dataset, p.first, p.second))
@@ -317,5 +326,6 @@ def ablation_lines(results: Results, intervals: Intervals) -> list[str]:
         "Each difference is the first run minus the second, with a 95% interval from a paired",
         "bootstrap over the test dialogues (2000 redraws of whole dialogues; `mktod compare`). Without",
         "MML the retriever gets no gradient, so its Recall@1 is that of the retriever the run started from.",
+        *(RETRAINED if any(row.rerun_of for row, _ in results) else []),
         *verdict,
     ]
