@@ -250,8 +250,9 @@ def test_dev_recall_curves_cover_rows_that_logged_recall(script: ModuleType, tmp
         (without, {"dev_curve": {**curve, "recall@1": []}}),
     ]
     recall = script.dev_curves(results, "recall@1")
-    assert list(recall.values()) == [[(400, 81.5), (800, 80.0)]]
-    assert len(script.dev_curves(results)) == 2  # every row has an F1 curve
+    assert list(recall) == ["CamRest"]  # one panel per dataset
+    assert list(recall["CamRest"].values()) == [[(400, 81.5), (800, 80.0)]]
+    assert len(script.dev_curves(results)["CamRest"]) == 2  # every row has an F1 curve
     script.plot(recall, tmp_path / "recall.png", "dev Recall@1")
     assert (tmp_path / "recall.png").stat().st_size > 0
     assert any(script.RECALL_FIGURE in line for line in script.figure_lines(results))

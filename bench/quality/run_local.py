@@ -443,39 +443,49 @@ def interval_records(intervals: Intervals, results: Results) -> list[dict[str, A
     ]
 
 
-def dev_curves(results: Results, key: str = "points") -> dict[str, list[tuple[int, float]]]:
-    """Each row's recorded dev curve, labelled for the plot: ``key`` "points" (Entity F1) or
-    "recall@1" (the jointly trained retriever's dev Recall@1; rows without it are left out)."""
-    return {
-        f"{DATASET_NAMES.get(row.dataset, row.dataset)}: {row.label} ({r['dev_curve']['dev_turns']})": [
-            (int(t), float(f)) for t, f in r["dev_curve"][key]
-        ]
-        for row, r in results
-        if r.get("dev_curve") and r["dev_curve"].get(key)
-    }
+Curves = dict[str, dict[str, list[tuple[int, float]]]]  # dataset name -> row label -> (turns, value)
 
 
-def plot(curves: dict[str, list[tuple[int, float]]], path: Path, ylabel: str = "dev Entity F1") -> None:
+def dev_curves(results: Results, key: str = "points") -> Curves:
+    """Each row's recorded dev curve, grouped by dataset and labelled for the plot: ``key`` "points"
+    (Entity F1) or "recall@1" (the jointly trained retriever's dev Recall@1; rows without it are left
+    out)."""
+    out: Curves = {}
+    for row, r in results:
+        if r.get("dev_curve") and r["dev_curve"].get(key):
+            label = f"{row.label} ({r['dev_curve']['dev_turns']})"
+            points = [(int(t), float(f)) for t, f in r["dev_curve"][key]]
+            out.setdefault(DATASET_NAMES.get(row.dataset, row.dataset), {})[label] = points
+    return out
+
+
+def plot(curves: Curves, path: Path, ylabel: str = "dev Entity F1") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # Runs span 60 to 3,200 training turns: a log axis keeps the short ones readable; the legend goes
-    # below the axes so that it covers no curve, and tab20 gives each of up to 20 runs its own colour.
-    fig, ax = plt.subplots(figsize=(8.0, 4.2 + 0.22 * len(curves)))
+    # One panel per dataset, so that each dataset's runs share a scale and a colour set (tab20: up to
+    # 20 runs a panel). Runs span 60 to 3,200 training turns: a log axis keeps the short ones readable.
+    # Each panel's legend gets its own row of the grid below it, sized to its lines, so that it covers
+    # no curve and no label.
+    heights = [h for runs in curves.values() for h in (2.6, 0.25 + 0.17 * len(runs))]
+    fig, axes = plt.subplots(
+        len(heights), 1, figsize=(8.0, sum(heights)), height_ratios=heights, layout="constrained"
+    )
     colours = plt.get_cmap("tab20")
-    for i, (label, points) in enumerate(curves.items()):
-        ax.plot(
-            [s for s, _ in points], [f for _, f in points], marker="o", label=label, color=colours(i % 20)
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("training turns seen (steps x turns per step, log scale)")
-    ax.set_ylabel(ylabel)
-    ax.set_title("Short CPU training runs")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
-    fig.tight_layout()
+    for i, (dataset, runs) in enumerate(curves.items()):
+        ax, legend = axes[2 * i], axes[2 * i + 1]
+        for j, (label, points) in enumerate(runs.items()):
+            xs, ys = [s for s, _ in points], [f for _, f in points]
+            ax.plot(xs, ys, marker="o", label=label, color=colours(j % 20))
+        ax.set_xscale("log")
+        ax.set_xlabel("training turns seen (steps x turns per step, log scale)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{dataset}: short CPU training runs")
+        ax.grid(alpha=0.3, which="both")
+        legend.axis("off")
+        legend.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="upper left", frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
