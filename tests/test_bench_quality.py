@@ -383,5 +383,6 @@ def test_a_retrained_run_restates_its_first_runs_comparisons_with_an_interval(sc
         "knowledge 35.68 / 3.00" in ablation[1]  # fmt: skip
     assert "Entity F1 difference +18.19, 95% interval [+8.76, +27.77]" in ablation[1]
     retraining = next(line for line in lines if line.startswith("SMD SmolLM2 retraining"))
-    assert "retrained 35.68 / 3.00, original 35.54 / 3.00" in retraining
+    assert "original 35.54 / 3.00, retrained 35.68 / 3.00" in retraining
+    assert "no interval: the first run's predictions were not kept" in retraining
     assert "1 of the 1 Entity F1 intervals exclude 0: SMD meta-knowledge ablation" in "\n".join(lines)

@@ -90,7 +90,7 @@ def test_each_comparison_of_a_retrained_run_is_stated_again_with_its_twin() -> N
     by_name = {(p.first, p.second): p for p in Q.pairings()}
     assert RERUNS, "no retrained rows to check"
     for row in RERUNS:
-        assert (row.name, row.rerun_of) in by_name  # how far the two runs land apart
+        assert (row.rerun_of, row.name) in by_name  # how far the two runs land apart
         for p in Q.PAIRINGS:
             if p.first == row.rerun_of:
                 again = by_name[(row.name, p.second)]

@@ -390,6 +390,25 @@ ROWS = (
         "(CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-none-smollm2-cpu",
     ),
+    Row(
+        "ft-ctr-mml",
+        "SmolLM2-135M + LoRA, ctr (no tags, contrastive loss), NLL + MML + CTR",
+        "runs/mwoz-condensed-ctr-smollm2-cpu/best",
+        "mwoz",
+        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        "--set meta.use_negative=false --set loss.use_ctr=true "
+        "--set output_dir=runs/mwoz-condensed-ctr-smollm2-cpu (CPU, 30 steps x 4 turns)",
+        "runs/mwoz-condensed-ctr-smollm2-cpu",
+    ),
+    Row(
+        "ft-prefix-mml",
+        "SmolLM2-135M + LoRA, prefix, NLL + MML",
+        "runs/mwoz-condensed-prefix-smollm2-cpu/best",
+        "mwoz",
+        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        "--set output_dir=runs/mwoz-condensed-prefix-smollm2-cpu (CPU, 30 steps x 4 turns)",
+        "runs/mwoz-condensed-prefix-smollm2-cpu",
+    ),
 )
 
 # METHOD.md §7, condensed KB (Entity F1 / BLEU).
@@ -546,7 +565,8 @@ def pairings(rows: Iterable[Row] = ROWS) -> list[Pairing]:
                     swapped._replace(first=rerun) if first == p.first else swapped._replace(second=rerun)
                 )
     for rerun, first in reruns.items():
-        out.append(Pairing(rerun, first, "retraining", "the same command run again", "retrained", "original"))
+        # The first run first, so that "the first run" of a missing interval's note is the original.
+        out.append(Pairing(first, rerun, "retraining", "the same command run again", "original", "retrained"))
     return out
 
 
