@@ -386,3 +386,23 @@ def test_a_retrained_run_restates_its_first_runs_comparisons_with_an_interval(sc
     assert "original 35.54 / 3.00, retrained 35.68 / 3.00" in retraining
     assert "no interval: the first run's predictions were not kept" in retraining
     assert "1 of the 1 Entity F1 intervals exclude 0: SMD meta-knowledge ablation" in "\n".join(lines)
+
+
+def test_a_fine_tuned_run_scored_in_both_settings_is_named_for_what_it_is(script: ModuleType) -> None:
+    """MWOZ has no shipped adapter: its condensed-trained run, scored on the dataset-level KB, is the
+    retrained prompt run with its own retriever, and the sentences say so."""
+    condensed = script.Row("ft-prompt-mml-rerun", "l", "runs/a/best", "mwoz", "t", rerun_of="ft-prompt-mml")
+    large = script.Row("ft-prompt-mml-rerun-large", "l", "runs/a/best", "mwoz", "t")
+    trained = script.Row("ft-large-prompt-mml", "l", "runs/b/best", "mwoz", "t")
+    base = {"split": "test", "turns": 100, "bleu": 2.0, "recall@7": 90.0, "recall@1": 60.0}
+    results = [
+        (condensed, {**base, "setting": "condensed", "k": 6, "entity_f1": 9.0}),
+        (large, {**base, "setting": "large", "k": 7, "entity_f1": 7.0}),
+        (trained, {**base, "setting": "large", "k": 7, "entity_f1": 8.0}),
+    ]
+    text = "\n".join(_findings().setting_lines(results, {}))
+    assert "MultiWOZ 2.1 KB setting (the same fine-tuned generator and its jointly trained retriever): " \
+        "condensed (k = 6) 9.00 / 2.00, large-scale (K = 7) 7.00 / 2.00" in text  # fmt: skip
+    assert "trained on each dialogue's own KB (the retrained prompt run, over its jointly trained " \
+        "retriever) 7.00 / 2.00" in text  # fmt: skip
+    assert "shipped adapter" not in text

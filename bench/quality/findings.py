@@ -99,14 +99,14 @@ def setting_lines(results: Results, intervals: Intervals) -> list[str]:
     """The same trained parts on each dialogue's own KB and on the dataset-level KB; then the same
     generator config trained on large-scale retrievals against condensed ones, both scored large-scale."""
     out: list[str] = []
-    for first, second in SETTING_PAIRS:
+    for first, second, parts in SETTING_PAIRS:
         for dataset, a, b in paired_runs(results, first, second):
             d = intervals.get((dataset, first, second))
-            trained = any(run_of(results, dataset, t) is not None for t, _ in TRAIN_SETTING_PAIRS)
+            trained = any(run_of(results, dataset, p.first) is not None for p in TRAIN_SETTING_PAIRS)
             out += [
                 "",
-                f"{DATASET_NAMES.get(dataset, dataset)} KB setting (the same generator and warm-up "
-                f"retriever): condensed (k = {a['k']}) {a['entity_f1']:.2f} / {a['bleu']:.2f}, "
+                f"{DATASET_NAMES.get(dataset, dataset)} KB setting ({parts}): "
+                f"condensed (k = {a['k']}) {a['entity_f1']:.2f} / {a['bleu']:.2f}, "
                 f"large-scale (K = {b['k']}) {b['entity_f1']:.2f} / {b['bleu']:.2f} (Entity F1 / BLEU)"
                 f"{interval_text(d)}; "
                 f"Recall@1 {a['recall@1']:.2f} vs {b['recall@1']:.2f}, Recall@{b['k']} "
@@ -119,7 +119,7 @@ def setting_lines(results: Results, intervals: Intervals) -> list[str]:
                     "rows measure."
                 ),
             ]
-    for first, second in TRAIN_SETTING_PAIRS:
+    for first, second, parts in TRAIN_SETTING_PAIRS:
         for dataset, a, b in paired_runs(results, first, second):
             d = intervals.get((dataset, first, second))
             note = interval_text(d) if d is not None else f"; {missing_interval(a, b)}"
@@ -130,7 +130,7 @@ def setting_lines(results: Results, intervals: Intervals) -> list[str]:
                 f"dataset-level KB, K = {a['k']}): "
                 f"trained on top-{a['k']} retrievals from the dataset-level KB (its retriever trained "
                 f"jointly) {a['entity_f1']:.2f} / {a['bleu']:.2f}, trained on each dialogue's own KB "
-                f"(the shipped adapter, over the warm-up retriever) {b['entity_f1']:.2f} / {b['bleu']:.2f} "
+                f"({parts}) {b['entity_f1']:.2f} / {b['bleu']:.2f} "
                 f"(Entity F1 / BLEU){note}; Recall@1 {a['recall@1']:.2f} vs {b['recall@1']:.2f}, "
                 f"Recall@{a['k']} {a['recall@7']:.2f} vs {b['recall@7']:.2f}.",
             ]
