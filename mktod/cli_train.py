@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     from mktod.datasets import get_loader
     from mktod.evaluate import evaluate_pipeline
     from mktod.evaluate_retriever import large_kb
+    from mktod.generators.base import record_cuts
     from mktod.metrics import EntityVocab
 
     checkpoint = Path(args.checkpoint)
@@ -108,6 +110,9 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else home / "eval" / name
     result = evaluate_pipeline(pipeline, split, vocab, out_dir, global_kb=global_kb, limit=args.limit)
     r = result.responses
+    cuts = record_cuts(pipeline.generator)
+    if cuts is not None and (warning := cuts.warning()):
+        print(f"warning: {warning}", file=sys.stderr)
     summary: dict[str, object] = {
         "dataset": args.dataset,
         "split": args.split,
@@ -121,6 +126,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         "entity_recall": round(r.entity_recall, 2),
         **{f"recall@{k}": round(v, 2) for k, v in result.retrieval.recall.items()},
         "turns": result.turns,
+        **(cuts.summary() if cuts is not None else {}),
         "wall_s": round(time.monotonic() - started, 1),
         "predictions": str(result.predictions_path),
         "records": str(result.records_path),

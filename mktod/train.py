@@ -53,6 +53,7 @@ from mktod.generators.base import (
     GeneratorInput,
     TrainableGenerator,
     build_generator,
+    record_cuts,
 )
 from mktod.meta import MetaConfig
 from mktod.metrics import EntityVocab
@@ -256,6 +257,7 @@ def _train(
     index_step: int | None = None
     last: dict[str, float] = {}
     meter = MmlMeter()  # what MML asks of the retriever, logged as "mml_diag" (rank 0's share of turns)
+    cuts, cuts_told = record_cuts(generator), False  # records cut at generator.max_record_tokens
     generator.model.train()
     retriever.encoder.train(not cfg.retriever.freeze)
     bar = tqdm(total=opt.max_steps, initial=step, desc="joint training", unit="step", disable=not main)
@@ -383,6 +385,12 @@ def _train(
             diag = meter.flush()  # the means since the last written entry
             if diag:
                 entry["mml_diag"] = diag
+            if cuts is not None and cuts.seen:
+                entry["records_cut"] = round(cuts.share, 2)  # percent of the records rendered so far
+                warning = cuts.warning()
+                if warning and not cuts_told:
+                    tqdm.write(f"warning: {warning}", file=sys.stderr)
+                    cuts_told = True
             with log_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
         if step % opt.save_every == 0 or step == opt.max_steps:

@@ -33,17 +33,26 @@ def test_train_then_evaluate_the_checkpoint(
     where = ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
 
     assert main(["train", "--config", str(config), *where, "--set", "optim.eval_every=1"]) == 0
-    trained = _json(capsys)
+    printed = capsys.readouterr()
+    trained = json.loads(printed.out)
+    assert printed.err.count("warning: generator.max_record_tokens = 24 cut") == 1  # said once
     assert trained["steps"] == 2 and trained["best"] == str(tmp_path / "run" / "best")
 
     best = tmp_path / "run" / "best"
     assert (
         main(["evaluate", "--checkpoint", str(best), "--dataset", "camrest", "--split", "test", *where]) == 0
     )
-    scores = _json(capsys)
+    printed = capsys.readouterr()
+    scores = json.loads(printed.out)
     for key in ("bleu", "entity_f1", "entity_precision", "entity_recall", "recall@1", "recall@7", "turns"):
         assert key in scores
     assert scores["turns"] == 9 and scores["setting"] == "condensed"
+    # generator.max_record_tokens=24 cuts the tiny config's tagged records: the evaluation says so.
+    assert scores["max_record_tokens"] == 24 and scores["longest_record_tokens"] > 24
+    assert 0 < scores["records_cut"] <= 100
+    assert "warning: generator.max_record_tokens = 24 cut" in printed.err
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all(0 < entry["records_cut"] <= 100 for entry in log)  # every entry: the share so far
     out = tmp_path / "run" / "eval" / "best-camrest-test-condensed"
     assert (out / "predictions.txt").read_text().count("\n") == 9 and (out / "records.jsonl").is_file()
     assert json.loads((out / "run.json").read_text())["entity_f1"] == scores["entity_f1"]

@@ -51,6 +51,56 @@ class GeneratorConfig:
     num_beams: int = 1
 
 
+@dataclass
+class RecordCuts:
+    """How often a generator cut a rendered record (meta knowledge, then the fields) at its budget of
+    ``cap`` tokens. A cut record loses its last fields, which the generator can then never copy into a
+    reply, so a budget that cuts is a quiet loss of Entity F1: training warns and evaluation reports it."""
+
+    cap: int
+    seen: int = 0
+    cut: int = 0
+    longest: int = 0  # tokens of the longest record rendered, before the cut
+
+    def keep(self, ids: list[int]) -> list[int]:
+        """``ids`` cut to the budget, counted."""
+        self.seen += 1
+        self.longest = max(self.longest, len(ids))
+        if len(ids) <= self.cap:
+            return ids
+        self.cut += 1
+        return ids[: self.cap]
+
+    @property
+    def share(self) -> float:
+        """Percent of the records rendered so far that were cut."""
+        return 100.0 * self.cut / self.seen if self.seen else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        """What an evaluation reports: percent cut, the longest record and the budget, in tokens."""
+        return {
+            "records_cut": round(self.share, 2),
+            "longest_record_tokens": self.longest,
+            "max_record_tokens": self.cap,
+        }
+
+    def warning(self) -> str | None:
+        if not self.cut:
+            return None
+        return (
+            f"generator.max_record_tokens = {self.cap} cut {self.share:.0f}% of the {self.seen} records "
+            f"rendered so far (the longest is {self.longest} tokens with its meta knowledge): their last "
+            f"fields never reach the generator; set it to at least {self.longest} to keep them"
+        )
+
+
+def record_cuts(generator: object) -> RecordCuts | None:
+    """The record-budget counter of a generator that cuts records (seq2seq, causal); None for one that
+    sends them whole (a chat LLM)."""
+    cuts = getattr(generator, "record_cuts", None)
+    return cuts if isinstance(cuts, RecordCuts) else None
+
+
 @dataclass(frozen=True)
 class GeneratorInput:
     """One turn to answer: the context (most recent utterance last) and its tagged records, by rank."""

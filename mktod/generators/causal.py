@@ -23,6 +23,7 @@ from mktod.generators.base import (
     GeneratorConfig,
     GeneratorInput,
     Likelihoods,
+    RecordCuts,
     dropout_off,
     register_generator,
 )
@@ -67,6 +68,10 @@ class CausalGenerator:
                 f"got {self.cfg.record_attention!r}"
             )
         self.parallel = self.cfg.record_attention == "parallel"
+
+    @property
+    def record_cuts(self) -> RecordCuts:
+        return self.inputs.cuts
 
     @classmethod
     def from_pretrained(

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mktod.generators.base import GeneratorConfig
+from mktod.generators.base import GeneratorConfig, RecordCuts
 from mktod.generators.prompts import PREFIX_TAG_EXPLANATION
 from mktod.generators.seq2seq import format_context
 from mktod.meta import MetaMode, TaggedRecord, render
@@ -101,6 +101,7 @@ class CausalInputs:
         self.tail = self.encode(tail)
         self.eos = int(tokenizer.eos_token_id)
         self.pad = int(tokenizer.pad_token_id)
+        self.cuts = RecordCuts(cfg.max_record_tokens)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -111,7 +112,7 @@ class CausalInputs:
 
     def record_ids(self, record: TaggedRecord) -> list[int]:
         return [
-            *self.encode(render(record, self.meta_mode))[: self.cfg.max_record_tokens],
+            *self.cuts.keep(self.encode(render(record, self.meta_mode))),
             *self.encode("\n"),
         ]
 

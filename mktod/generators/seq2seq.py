@@ -24,6 +24,7 @@ from mktod.generators.base import (
     GeneratorConfig,
     GeneratorInput,
     Likelihoods,
+    RecordCuts,
     dropout_off,
     register_generator,
 )
@@ -98,6 +99,7 @@ class Seq2SeqGenerator:
         self.cfg = cfg if cfg is not None else GeneratorConfig()
         self.meta_mode: MetaMode = meta_mode
         self.device = torch.device(device)
+        self.record_cuts = RecordCuts(self.cfg.max_record_tokens)
         self.tokenizer = tokenizer
         if meta_mode == "prefix":
             add_meta_tokens(tokenizer, model)
@@ -133,9 +135,7 @@ class Seq2SeqGenerator:
         # record None: the context-only passage (a turn with no records, or the ctr loss's d⁻).
         ids = list(context_ids)
         if record is not None:
-            ids += (self._record_label + self._encode(render(record, self.meta_mode)))[
-                : self.cfg.max_record_tokens
-            ]
+            ids += self.record_cuts.keep(self._record_label + self._encode(render(record, self.meta_mode)))
         return [*ids, self.tokenizer.eos_token_id]
 
     def _pad(self, seqs: Sequence[list[int]], value: int) -> Tensor:

@@ -316,3 +316,16 @@ def test_single_rows_run_without_dropout_when_asked(layout: str, single_dropout:
         assert modes == [True, True, False]  # the prefix is shared by a turn's rows: its noise is too
     else:
         assert modes == [False, False]  # single rows read the joint pass's record keys and values
+
+
+def test_records_cut_at_the_budget_are_counted_and_named() -> None:
+    cut = make("prompt", max_record_tokens=3)
+    cut.turn(batch()[0], "sure")
+    assert (cut.record_cuts.seen, cut.record_cuts.cut) == (3, 3) and cut.record_cuts.longest > 3
+    warning = cut.record_cuts.warning()
+    assert warning is not None and "generator.max_record_tokens = 3 cut 100% of the 3 records" in warning
+    assert f"set it to at least {cut.record_cuts.longest}" in warning
+    whole = make("prompt", max_record_tokens=cut.record_cuts.longest)
+    whole.turn(batch()[0], "sure")
+    assert whole.record_cuts.cut == 0 and whole.record_cuts.warning() is None
+    assert whole.record_cuts.summary()["records_cut"] == 0.0

@@ -123,6 +123,9 @@ def test_passage_budgets_keep_latest_turns_and_record_head() -> None:
     # "context :" + the last 4 words; "knowledge :" + the first 2 tag tokens; eos.
     assert tokens == ["context", ":", "i", "want", "a", "place", "knowledge", ":", "<new-entity>",
                       "<high-confidence>", "</s>"]  # fmt: skip
+    # The record was cut (its label and tags, then its fields, are longer than 4): counted for the warning.
+    assert (gen.record_cuts.seen, gen.record_cuts.cut, gen.record_cuts.cap) == (1, 1, 4)
+    assert gen.record_cuts.longest > 4 and gen.record_cuts.summary()["records_cut"] == 100.0
 
 
 def separate_logprob(gen: Seq2SeqGenerator, passages: list[list[int]], response: str) -> torch.Tensor:
