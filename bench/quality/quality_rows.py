@@ -69,6 +69,16 @@ ROWS = (
         rerun_of="ft-prompt-mml",
     ),
     Row(
+        "ft-prompt-mml-r104",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records (104-token record budget)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-r104/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+        "--set generator.max_record_tokens=104 --set optim.batch_size=2 --set optim.grad_accum=2 "
+        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-r104 (CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-r104",
+    ),
+    Row(
         "ft-prompt-nll",
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/camrest-condensed-prompt-smollm2-cpu-nomml/best",
@@ -533,6 +543,15 @@ PAIRINGS = (
         SAME_STEPS,
         "negative in the MML set (METHOD.md §4, the default)",
         "MML over the retrieved records only (`loss.mml_negative: false`)",
+    ),
+    Pairing(
+        "ft-prompt-mml-r104",
+        "ft-prompt-mml",
+        "record budget",
+        "prompt, NLL + MML, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
+        "104 tokens a record (none cut)",
+        "48 (a CamRest record cut after its location or address: its food, phone, postcode and "
+        "price range never shown)",
     ),
     Pairing(
         "b2b-prompt-mml",
