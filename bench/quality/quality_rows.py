@@ -30,8 +30,12 @@ class Row:
     rerun_of: str = ""
 
 
+# configs/camrest-condensed-prompt-smollm2-cpu.yaml trains whole records (104 tokens, batch 2 x 2) since
+# the record-budget row; the CamRest SmolLM2 rows trained before it ran with these values.
+BUDGET_48 = "--set generator.max_record_tokens=48 --set optim.batch_size=4 --set optim.grad_accum=1 "
+CAMREST_48 = f"mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml {BUDGET_48}"
 SHIPPED_ADAPTER = (
-    "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml (CPU, condensed KBs, "
+    f"{CAMREST_48}(CPU, condensed KBs, "
     "60 steps x 4 turns; its step-30 checkpoint, the ft-prompt-mml row's generator, is the adapter "
     "shipped in mktod/pretrained/smollm2-camrest-lora)"
 )
@@ -55,7 +59,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-smollm2-cpu/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml (CPU, 60 steps x 4 turns)",
+        f"{CAMREST_48}(CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu",
     ),
     Row(
@@ -63,7 +67,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML (retrained)",
         "runs/camrest-condensed-prompt-smollm2-cpu-rerun/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+        f"{CAMREST_48}"
         "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-rerun (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu-rerun",
         rerun_of="ft-prompt-mml",
@@ -79,11 +83,22 @@ ROWS = (
         "runs/camrest-condensed-prompt-smollm2-cpu-r104",
     ),
     Row(
+        "ft-none-mml-r104",
+        "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML, whole records (104-token record budget)",
+        "runs/camrest-condensed-none-smollm2-cpu-r104/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        "--set meta.use_negative=false --set generator.max_record_tokens=104 --set optim.batch_size=2 "
+        "--set optim.grad_accum=2 --set output_dir=runs/camrest-condensed-none-smollm2-cpu-r104 "
+        "(CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-none-smollm2-cpu-r104",
+    ),
+    Row(
         "ft-prompt-nll",
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/camrest-condensed-prompt-smollm2-cpu-nomml/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
+        f"{CAMREST_48}--set loss.use_mml=false "
         "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-nomml (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu-nomml",
     ),
@@ -92,7 +107,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML (w/o meta knowledge)",
         "runs/camrest-condensed-none-smollm2-cpu/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        f"{CAMREST_48}--set meta.mode=none "
         "--set meta.use_negative=false --set output_dir=runs/camrest-condensed-none-smollm2-cpu "
         "(CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-none-smollm2-cpu",
@@ -102,7 +117,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, ctr (no tags, contrastive loss), NLL + MML + CTR",
         "runs/camrest-condensed-ctr-smollm2-cpu/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        f"{CAMREST_48}--set meta.mode=none "
         "--set meta.use_negative=false --set loss.use_ctr=true "
         "--set output_dir=runs/camrest-condensed-ctr-smollm2-cpu (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-ctr-smollm2-cpu",
@@ -112,7 +127,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML without the negative in MML",
         "runs/camrest-condensed-prompt-smollm2-cpu-noneg/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+        f"{CAMREST_48}"
         "--set loss.mml_negative=false "
         "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-noneg (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu-noneg",
@@ -122,7 +137,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prefix, NLL + MML",
         "runs/camrest-condensed-prefix-smollm2-cpu/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        f"{CAMREST_48}--set meta.mode=prefix "
         "--set output_dir=runs/camrest-condensed-prefix-smollm2-cpu (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prefix-smollm2-cpu",
     ),
@@ -131,7 +146,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prefix, NLL only (w/o MML)",
         "runs/camrest-condensed-prefix-smollm2-cpu-nomml/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        f"{CAMREST_48}--set meta.mode=prefix "
         "--set loss.use_mml=false --set output_dir=runs/camrest-condensed-prefix-smollm2-cpu-nomml "
         "(CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prefix-smollm2-cpu-nomml",
@@ -552,6 +567,14 @@ PAIRINGS = (
         "104 tokens a record (none cut)",
         "48 (a CamRest record cut after its location or address: its food, phone, postcode and "
         "price range never shown)",
+    ),
+    Pairing(
+        "ft-prompt-mml-r104",
+        "ft-none-mml-r104",
+        "meta-knowledge ablation",
+        "whole records (104 tokens), the same data, steps and seed",
+        "prompt meta knowledge",
+        "the records alone (`meta.mode: none`; no tags, so no easy negative either)",
     ),
     Pairing(
         "b2b-prompt-mml",
