@@ -47,6 +47,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record_budget(args: argparse.Namespace) -> int:
+    paths = offline_data_paths(args)
+
+    from mktod.config import load_config
+    from mktod.datasets import get_loader
+    from mktod.evaluate_retriever import large_kb
+    from mktod.generators.base import build_generator
+    from mktod.record_budget import format_report, measure, split_records
+    from mktod.train_config import TrainConfig
+
+    cfg = load_config(TrainConfig, Path(args.config), list(args.set or []))
+    data = cfg.data
+    loader = get_loader(data.dataset)
+    global_kb = large_kb(data.dataset, paths) if data.setting == "large" else None
+    # The generator's own rendering and tokenizer (meta tokens added in prefix mode): what training cuts.
+    generator = build_generator(cfg.generator, cfg.meta, "cpu")
+    tokens = getattr(generator, "record_tokens", None)
+    if tokens is None:
+        raise ConfigError(f"generator.kind {cfg.generator.kind!r} sends records whole: no budget to measure")
+    cap = cfg.generator.max_record_tokens
+    # Every split by default: test dialogues bring entities (and longer records) training never shows.
+    names = args.split or [data.train_split, data.dev_split or "dev", "test"]
+    reports = []
+    for name in dict.fromkeys(names):
+        split = loader.load_split(name, paths)
+        report = measure(split_records(split, global_kb), tokens, cap, cfg.retriever.k)
+        reports.append((name, report))
+        if not args.json:
+            title = (
+                f"{data.dataset} {name}, {data.setting} KBs, {cfg.meta.mode} meta knowledge, "
+                f"{cfg.generator.kind} generator {cfg.generator.model}"
+            )
+            print(format_report(report, title) + "\n")
+    if args.json:
+        where = {"dataset": data.dataset, "setting": data.setting, "meta_mode": cfg.meta.mode}
+        splits = [{"split": name, **report.summary()} for name, report in reports]
+        print(json.dumps({**where, "splits": splits}, indent=2))
+    return 0
+
+
 def cmd_export_pipeline(args: argparse.Namespace) -> int:
     from mktod.export import export_pipeline, folder_digest, folder_size
 
@@ -174,13 +214,34 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_train_commands(subparsers: Any) -> None:
-    """Register ``train``, ``export-pipeline`` and ``build-backbone`` on the main parser's subparsers."""
+    """Register ``train``, ``record-budget``, ``export-pipeline`` and ``build-backbone`` on the main
+    parser's subparsers."""
     train = subparsers.add_parser(
         "train", help="train retriever and generator jointly (NLL + MML), resumable"
     )
     add_path_options(train)
     add_training_options(train, "configs/camrest-condensed-prefix.yaml", "optim.lr=5e-5")
     train.set_defaults(handler=cmd_train)
+
+    rb = subparsers.add_parser(
+        "record-budget",
+        help="how a training config's generator.max_record_tokens cuts the dataset's records, and "
+        "which fields it leaves out",
+    )
+    add_path_options(rb)
+    rb.add_argument(
+        "--config", required=True, help="a training config, e.g. configs/camrest-condensed-prompt.yaml"
+    )
+    rb.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)"
+    )
+    rb.add_argument(
+        "--split",
+        action="append",
+        help="a split to measure (repeatable; default: the config's training and dev splits, and test)",
+    )
+    rb.add_argument("--json", action="store_true", help="machine-readable output")
+    rb.set_defaults(handler=cmd_record_budget)
 
     ex = subparsers.add_parser(
         "export-pipeline",

@@ -25,11 +25,15 @@ def value_text(value: str) -> str:
     return " ".join(value.replace("_", " ").split()).lower()
 
 
-def linearise(record: Record) -> str:
-    # Stable sort: identifying fields first, the rest in the record's own order.
+def field_order(record: Record) -> list[str]:
+    """The record's attributes in the order ``linearise`` writes them (and a budget cuts them last
+    to first): identifying fields first, the rest in the record's own order (a stable sort)."""
     rest = len(_FIRST_FIELDS)
-    keys = sorted(record.fields, key=lambda k: _FIRST_FIELDS.index(k) if k in _FIRST_FIELDS else rest)
-    return " ; ".join(f"{value_text(k)} {value_text(record.fields[k])}" for k in keys)
+    return sorted(record.fields, key=lambda k: _FIRST_FIELDS.index(k) if k in _FIRST_FIELDS else rest)
+
+
+def linearise(record: Record) -> str:
+    return " ; ".join(f"{value_text(k)} {value_text(record.fields[k])}" for k in field_order(record))
 
 
 def record_from_json(obj: object, where: str) -> Record:

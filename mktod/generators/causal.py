@@ -38,7 +38,7 @@ from mktod.generators.record_attention import (
 )
 from mktod.generators.reply import clean_reply
 from mktod.generators.seq2seq import add_meta_tokens
-from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode
+from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode, TaggedRecord
 
 
 class CausalGenerator:
@@ -72,6 +72,9 @@ class CausalGenerator:
     @property
     def record_cuts(self) -> RecordCuts:
         return self.inputs.cuts
+
+    def record_tokens(self, record: TaggedRecord) -> list[int]:
+        return self.inputs.record_tokens(record)
 
     @classmethod
     def from_pretrained(

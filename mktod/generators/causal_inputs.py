@@ -110,11 +110,12 @@ class CausalInputs:
         ids = self.encode(format_context(context))
         return ids[-self.cfg.max_context_tokens :] if self.cfg.max_context_tokens else []
 
+    def record_tokens(self, record: TaggedRecord) -> list[int]:
+        """The rendered record (meta knowledge, then the fields) before the budget cuts it."""
+        return self.encode(render(record, self.meta_mode))
+
     def record_ids(self, record: TaggedRecord) -> list[int]:
-        return [
-            *self.cuts.keep(self.encode(render(record, self.meta_mode))),
-            *self.encode("\n"),
-        ]
+        return [*self.cuts.keep(self.record_tokens(record)), *self.encode("\n")]
 
     def turn(
         self, context: Sequence[Utterance] | str, records: Sequence[TaggedRecord], response: str

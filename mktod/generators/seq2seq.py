@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
+from mktod.errors import ConfigError
 from mktod.generators.base import (
     GeneratorConfig,
     GeneratorInput,
@@ -117,8 +119,16 @@ class Seq2SeqGenerator:
         cls, cfg: GeneratorConfig, meta_mode: MetaMode = "prefix", device: str | torch.device = "cpu"
     ) -> Seq2SeqGenerator:
         """Load ``cfg.model``: a hub name (``t5-base``) where the hub is reachable, else a local dir."""
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-        model = AutoModelForSeq2SeqLM.from_pretrained(cfg.model)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+            model = AutoModelForSeq2SeqLM.from_pretrained(cfg.model)
+        except OSError as err:
+            # Hugging Face reads a missing folder as a malformed hub id; say which it was taken for.
+            where = Path(cfg.model).resolve()
+            raise ConfigError(
+                f"generator.model {cfg.model!r}: no model folder at {where}, and no hub model of that "
+                f"name could be loaded (the offline backbones are built by `mktod build-backbone`): {err}"
+            ) from None
         return cls(model, tokenizer, cfg, meta_mode, device)
 
     # ----------------------------------------------------------------------------------------- inputs
@@ -131,11 +141,15 @@ class Seq2SeqGenerator:
         ids = self._encode(format_context(context))
         return self._context_label + (ids[-budget:] if budget else [])
 
+    def record_tokens(self, record: TaggedRecord) -> list[int]:
+        """The record's part of a passage (label, meta knowledge, fields) before the budget cuts it."""
+        return self._record_label + self._encode(render(record, self.meta_mode))
+
     def _passage(self, context_ids: list[int], record: TaggedRecord | None) -> list[int]:
         # record None: the context-only passage (a turn with no records, or the ctr loss's d⁻).
         ids = list(context_ids)
         if record is not None:
-            ids += self.record_cuts.keep(self._record_label + self._encode(render(record, self.meta_mode)))
+            ids += self.record_cuts.keep(self.record_tokens(record))
         return [*ids, self.tokenizer.eos_token_id]
 
     def _pad(self, seqs: Sequence[list[int]], value: int) -> Tensor:

@@ -241,3 +241,14 @@ def test_single_likelihoods_without_dropout_are_the_eval_mode_ones() -> None:
     assert not torch.allclose(noisy.single, clean.single, atol=1e-4)  # the default: dropout everywhere
     (quiet.joint.sum() + (quiet.single * quiet.mask).sum()).backward()  # still differentiable
     assert all(p.grad is not None for p in gen.model.get_encoder().parameters() if p.requires_grad)
+
+
+def test_a_missing_model_folder_is_a_config_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mktod.errors import ConfigError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = tmp_path / "backbones" / "not-built"
+    with pytest.raises(ConfigError, match=f"generator.model '{missing}': no model folder at {missing}"):
+        Seq2SeqGenerator.from_pretrained(GeneratorConfig(model=str(missing)))
