@@ -116,8 +116,11 @@ class BudgetReport:
 
 def measure(records: Iterable[Record], tokens: RecordTokens, cap: int, k: int) -> BudgetReport:
     """Measure ``records`` (repeats count, as often as the split presents them) at a budget of ``cap``
-    tokens, each under its longest tagging at ``k`` records a turn. Each distinct record is rendered
-    once per field, so a large split costs its distinct records, not its turns."""
+    tokens, each under the longest tagging at ``k`` records a turn. Each distinct record is rendered
+    once per field, so a large split costs its distinct records, not its turns.
+
+    The tags are a fixed text (or fixed special tokens) in front of the fields, so the tagging that
+    renders longest is found once, on the first record, and given to every record."""
     if cap < 1:
         raise ValueError(f"max_record_tokens must be >= 1, got {cap}")
     # Keyed by content: condensed KBs hold the same entity under a new id in every dialogue.
@@ -126,10 +129,13 @@ def measure(records: Iterable[Record], tokens: RecordTokens, cap: int, k: int) -
     holding: Counter[str] = Counter()
     shown: Counter[str] = Counter()
     count = 0
+    tagging: TaggedRecord | None = None
     for record in records:
         key = (record.domain, tuple(record.fields.items()))
         if key not in seen:
-            seen[key] = shown_fields(longest_tagging(record, k, tokens), tokens, cap)
+            if tagging is None:
+                tagging = longest_tagging(record, k, tokens)
+            seen[key] = shown_fields(_retag(tagging, record), tokens, cap)
         length, fields = seen[key]
         count += 1
         lengths.append(length)

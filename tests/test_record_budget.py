@@ -80,8 +80,8 @@ def test_measure_counts_repeats_but_renders_each_entity_once() -> None:
     assert (report.records, report.unique) == (4, 2)
     assert report.lengths == (17, 19, 19, 19)  # hotel: 10 tag words + "name acorn guest house ; area north"
     assert report.cut == 3
-    # Two distinct records, each: 18 taggings, then one rendering per field and the whole record.
-    assert calls == 2 * 18 + (3 + 1) + (2 + 1)
+    # The 18 taggings once, then per distinct record one rendering per field and the whole record.
+    assert calls == 18 + (3 + 1) + (2 + 1)
     shares = {f.field: (f.records, f.shown) for f in report.fields}
     assert shares == {"name": (4, 4), "area": (4, 4), "food": (3, 0)}
     summary = report.summary()
