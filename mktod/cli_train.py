@@ -22,7 +22,7 @@ from mktod.cli_common import (
     positive_int,
 )
 from mktod.errors import ConfigError
-from mktod.generators.backbones import CROSS_INITS  # no torch: cheap at parser build time
+from mktod.generators.backbones import CROSS_INITS, TOKENIZER_TEXTS  # no torch: cheap at parser build time
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -110,8 +110,11 @@ def cmd_build_backbone(args: argparse.Namespace) -> int:
     if args.kind == "t5-scratch":
         if not args.dataset:
             raise ConfigError("--kind t5-scratch trains its tokenizer on a dataset: pass --dataset")
-        texts = dataset_texts(args.dataset, paths)
-        built = build_t5_from_scratch(texts, out, size=args.size, vocab_size=args.vocab_size, seed=args.seed)
+        texts = dataset_texts(args.dataset, paths, texts_of=args.tokenizer_texts)
+        settings = {"dataset": args.dataset, "tokenizer_texts": args.tokenizer_texts}
+        built = build_t5_from_scratch(
+            texts, out, size=args.size, vocab_size=args.vocab_size, seed=args.seed, settings=settings
+        )
     else:
         built = build_bert2bert(resolve_model(args.encoder), out, cross_attention=args.cross_attention)
     info = {"path": str(built.path), "kind": built.kind, "parameters": built.parameters}
@@ -266,6 +269,14 @@ def add_train_commands(subparsers: Any) -> None:
     bb.add_argument("--size", choices=["tiny", "small"], default="small", help="t5-scratch model size")
     bb.add_argument("--vocab-size", type=int, default=8000, help="t5-scratch tokenizer size (upper bound)")
     bb.add_argument("--seed", type=int, default=0, help="t5-scratch initialisation seed")
+    bb.add_argument(
+        "--tokenizer-texts",
+        choices=TOKENIZER_TEXTS,
+        default="inputs",
+        help="t5-scratch: train the tokenizer on what the generator reads (inputs: utterances, records, "
+        "the context and passage labels and the prompt meta knowledge) or on the dialogues alone "
+        "(utterances and records: the reported T5 rows' tokenizer)",
+    )
     bb.add_argument("--encoder", default="all-MiniLM-L6-v2", help="bert2bert: BERT-style model to warm-start")
     bb.add_argument(
         "--cross-attention",

@@ -93,6 +93,33 @@ def test_dataset_texts_cover_utterances_and_records(tmp_path: Path) -> None:
     assert "pizza hut city centre serves cheap italian food" in texts
     assert any(t.startswith("name pizza hut city centre ; ") for t in texts)
 
+    # The default adds what the generator reads: formatted contexts and tagged, labelled records.
+    assert any(t.startswith("context: user: ") and " system: " in t for t in texts)
+    prompts = [t for t in texts if t.startswith("knowledge: The ")]
+    assert any(
+        t.startswith("knowledge: The top-1 recalled: with high confidence: existed in history: ")
+        for t in prompts
+    )
+    assert any(t.startswith("knowledge: The negative entity recalled: ") for t in prompts)
+    plain = dataset_texts("camrest", paths, texts_of="dialogues")
+    assert set(plain) < set(texts) and not any(t.startswith(("context:", "knowledge:")) for t in plain)
+
+
+def test_a_tokenizer_trained_on_the_inputs_keeps_the_prompt_tags_whole(tmp_path: Path) -> None:
+    from mktod.generators.backbones import train_unigram_tokenizer
+
+    paths = DataPaths(write_camrest_sample(tmp_path / "data"), tmp_path / "cache")
+    tag = "The negative entity recalled: with middle confidence: existed in history:"
+    pieces = {
+        texts_of: len(
+            train_unigram_tokenizer(dataset_texts("camrest", paths, texts_of=texts_of), 300).tokenize(tag)
+        )
+        for texts_of in ("inputs", "dialogues")
+    }
+    # From the dialogues alone the tag falls apart into letters: 56 pieces on the sample, 37 with the
+    # inputs (45 and 28 on the whole CamRest training split).
+    assert pieces["inputs"] < pieces["dialogues"] - 10
+
 
 def test_bert2bert_cross_attention_can_start_as_a_copy_of_self_attention(tmp_path: Path) -> None:
     from transformers import EncoderDecoderModel

@@ -184,7 +184,7 @@ ROWS = (
         "T5-small from scratch FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-t5-cpu/best",
         "camrest",
-        "mktod build-backbone --kind t5-scratch --dataset camrest --size small "
+        "mktod build-backbone --kind t5-scratch --dataset camrest --size small --tokenizer-texts dialogues "
         "--out runs/backbones/camrest-t5-small; "
         "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml (CPU, 400 steps x 8 turns)",
         "runs/camrest-condensed-prompt-t5-cpu",
@@ -226,7 +226,7 @@ ROWS = (
         "T5-small from scratch FiD, prompt, NLL + MML with dropout in MML's likelihoods",
         "runs/camrest-condensed-prompt-t5-cpu-mmldropout/best",
         "camrest",
-        "mktod build-backbone --kind t5-scratch --dataset camrest --size small "
+        "mktod build-backbone --kind t5-scratch --dataset camrest --size small --tokenizer-texts dialogues "
         "--out runs/backbones/camrest-t5-small; "
         "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml --set loss.mml_dropout=true "
         "--set output_dir=runs/camrest-condensed-prompt-t5-cpu-mmldropout (CPU, 400 steps x 8 turns)",
@@ -365,7 +365,7 @@ ROWS = (
         "T5-small from scratch FiD, prompt, NLL + MML",
         "runs/smd-condensed-prompt-t5-cpu/best",
         "smd",
-        "mktod build-backbone --kind t5-scratch --dataset smd --size small "
+        "mktod build-backbone --kind t5-scratch --dataset smd --size small --tokenizer-texts dialogues "
         "--out runs/backbones/smd-t5-small; "
         "mktod train --config configs/smd-condensed-prompt-t5-cpu.yaml (CPU, 400 steps x 8 turns)",
         "runs/smd-condensed-prompt-t5-cpu",

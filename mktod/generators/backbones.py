@@ -27,8 +27,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mktod.datasets import DataPaths, get_loader
+from mktod.generators.text import CONTEXT_LABEL, RECORD_LABEL, format_context
 from mktod.kb import linearise, value_text
-from mktod.meta import SPECIAL_TOKENS
+from mktod.meta import (
+    HIGH_CONFIDENCE,
+    LOW_CONFIDENCE,
+    MID_CONFIDENCE,
+    NEW_ENTITY,
+    OLD_ENTITY,
+    OTHER_ENTITY,
+    SPECIAL_TOKENS,
+    MetaTags,
+    TaggedRecord,
+    order_tag,
+    render_prompt,
+)
+from mktod.types import Record
 
 T5Size = Literal["tiny", "small"]
 CrossInit = Literal["random", "self"]
@@ -53,22 +67,51 @@ class Backbone:
     vocab_size: int
 
 
-def dataset_texts(dataset: str, paths: DataPaths, split: str = "train") -> list[str]:
+TokenizerTexts = Literal["inputs", "dialogues"]
+TOKENIZER_TEXTS: tuple[TokenizerTexts, ...] = ("inputs", "dialogues")
+
+
+def dataset_texts(
+    dataset: str, paths: DataPaths, split: str = "train", texts_of: TokenizerTexts = "inputs"
+) -> list[str]:
     """The text a from-scratch tokenizer should cover: every utterance and KB record of ``split``.
 
     Values appear both raw (``pizza_hut``, as responses write them) and spaced (as records are
-    linearised), so both forms get pieces.
+    linearised), so both forms get pieces. ``inputs`` (the default) adds what the generator reads
+    besides: each dialogue's formatted context (the ``user:`` / ``system:`` labels), the passage
+    labels, and each record rendered with prompt meta knowledge under a tagging that cycles through
+    ranks, confidences and co-occurrence. Without them (``dialogues``, the tokenizer of the reported
+    T5 rows) the prompt tags fall apart into letters and ``<unk>``: 28-41 pieces of SMD's 48-token
+    record budget before the first field.
     """
     data = get_loader(dataset).load_split(split, paths)
     texts: list[str] = []
     seen_kbs: set[int] = set()
+    tagged = 0
     for dialogue in data.dialogues:
         for turn in dialogue.turns:
             texts += [turn.user, turn.response, value_text(turn.response)]
+        if texts_of == "inputs" and dialogue.turns:
+            texts.append(f"{CONTEXT_LABEL} {format_context(dialogue.context(len(dialogue.turns) - 1))}")
         if id(dialogue.kb) not in seen_kbs:
             seen_kbs.add(id(dialogue.kb))
             texts += [linearise(r) for r in dialogue.kb]
+            if texts_of == "inputs":
+                for record in dialogue.kb:
+                    texts.append(f"{RECORD_LABEL} {render_prompt(cycled_tagging(record, tagged))}")
+                    tagged += 1
     return texts
+
+
+def cycled_tagging(record: Record, i: int) -> TaggedRecord:
+    """The ``i``-th of a cycle of taggings (rank 1..5 or the negative, each confidence, old or new), so
+    that every phrase of the prompt rendering appears in a tokenizer's training text."""
+    rank = i % 6 + 1
+    confidence = (HIGH_CONFIDENCE, MID_CONFIDENCE, LOW_CONFIDENCE)[i % 3]
+    seen = (OLD_ENTITY, NEW_ENTITY)[i % 2]
+    negative = rank == 6
+    order = OTHER_ENTITY if negative else order_tag(rank)
+    return TaggedRecord(record, MetaTags(order, confidence, seen), rank, 0.0, 0.0, negative)
 
 
 def train_unigram_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> Any:
@@ -102,9 +145,15 @@ def train_unigram_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> Any
 
 
 def build_t5_from_scratch(
-    train_texts: Sequence[str], out_dir: Path, size: T5Size = "small", vocab_size: int = 8000, seed: int = 0
+    train_texts: Sequence[str],
+    out_dir: Path,
+    size: T5Size = "small",
+    vocab_size: int = 8000,
+    seed: int = 0,
+    settings: dict[str, str] | None = None,
 ) -> Backbone:
-    """Train a tokenizer on ``train_texts`` and save it with a randomly initialised T5 in ``out_dir``."""
+    """Train a tokenizer on ``train_texts`` and save it with a randomly initialised T5 in ``out_dir``;
+    ``settings`` (how the texts were chosen) go into its backbone.json."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -124,7 +173,7 @@ def build_t5_from_scratch(
     config.decoder_start_token_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
-    return _save(model, tokenizer, out_dir, f"t5-scratch-{size}")
+    return _save(model, tokenizer, out_dir, f"t5-scratch-{size}", settings)
 
 
 def build_bert2bert(encoder_path: str | Path, out_dir: Path, cross_attention: CrossInit = "self") -> Backbone:

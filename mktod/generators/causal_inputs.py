@@ -23,7 +23,7 @@ from torch import Tensor
 
 from mktod.generators.base import GeneratorConfig, RecordCuts
 from mktod.generators.prompts import PREFIX_TAG_EXPLANATION
-from mktod.generators.seq2seq import format_context
+from mktod.generators.text import format_context
 from mktod.meta import MetaMode, TaggedRecord, render
 from mktod.types import Utterance
 

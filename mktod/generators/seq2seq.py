@@ -30,6 +30,7 @@ from mktod.generators.base import (
     dropout_off,
     register_generator,
 )
+from mktod.generators.text import CONTEXT_LABEL, RECORD_LABEL, format_context
 from mktod.losses import sequence_logprob
 from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode, TaggedRecord, render
 from mktod.types import Utterance
@@ -62,12 +63,6 @@ class _Encoded:
     @property
     def joint_attention(self) -> Tensor:
         return self.attention.reshape(self.record_mask.shape[0], -1)
-
-
-def format_context(context: Sequence[Utterance] | str) -> str:
-    if isinstance(context, str):
-        return context
-    return " ".join(f"{u.speaker}: {u.text}" for u in context)
 
 
 def add_meta_tokens(tokenizer: Any, model: PreTrainedModel) -> int:
@@ -111,8 +106,8 @@ class Seq2SeqGenerator:
         self._hf: Any = cast(Any, model)
         self._hf.to(self.device)
         # Labels only ever appear in front of records and contexts, so tokenise them once.
-        self._context_label = self._encode("context:")
-        self._record_label = self._encode("knowledge:")
+        self._context_label = self._encode(CONTEXT_LABEL)
+        self._record_label = self._encode(RECORD_LABEL)
 
     @classmethod
     def from_pretrained(
