@@ -569,6 +569,15 @@ PAIRINGS = (
         "price range never shown)",
     ),
     Pairing(
+        "ft-none-mml-r104",
+        "ft-none-mml",
+        "record budget",
+        "no meta knowledge, NLL + MML, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
+        "104 tokens a record (none cut)",
+        "48 (without tags a record keeps its area and mostly its food, never its phone, postcode or "
+        "price range)",
+    ),
+    Pairing(
         "ft-prompt-mml-r104",
         "ft-none-mml-r104",
         "meta-knowledge ablation",
