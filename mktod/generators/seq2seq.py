@@ -120,9 +120,12 @@ class Seq2SeqGenerator:
         except OSError as err:
             # Hugging Face reads a missing folder as a malformed hub id; say which it was taken for.
             where = Path(cfg.model).resolve()
+            # A hub id is NAME or OWNER/NAME: a longer or explicit path can only be a missing folder.
+            path_like = cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") > 1
+            why = "" if path_like else f", and no hub model of that name could be loaded ({err})"
             raise ConfigError(
-                f"generator.model {cfg.model!r}: no model folder at {where}, and no hub model of that "
-                f"name could be loaded (the offline backbones are built by `mktod build-backbone`): {err}"
+                f"generator.model {cfg.model!r}: no model folder at {where}{why}; the offline "
+                "backbones are built by `mktod build-backbone`"
             ) from None
         return cls(model, tokenizer, cfg, meta_mode, device)
 
