@@ -51,6 +51,8 @@ MID_CONFIDENCE = "<mid-confidence>"
 LOW_CONFIDENCE = "<low-confidence>"
 OLD_ENTITY = "<old-entity>"
 NEW_ENTITY = "<new-entity>"
+CONFIDENCE_TAGS = (HIGH_CONFIDENCE, MID_CONFIDENCE, LOW_CONFIDENCE)
+COOCCURRENCE_TAGS = (OLD_ENTITY, NEW_ENTITY)
 
 # The tokens the generator's tokenizer must know in prefix mode (added as new, unsplittable tokens).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -134,6 +136,15 @@ def order_tag(rank: int) -> str:
     if rank < 1:
         raise ValueError(f"ranks are 1-based, got {rank}")
     return ORDER_TAGS[rank - 1] if rank <= len(ORDER_TAGS) else OTHER_ENTITY
+
+
+def tagged_as(
+    record: Record, rank: int, confidence: str, cooccurrence: str, negative: bool = False
+) -> TaggedRecord:
+    """``record`` under the given tags, with no retrieval behind them: for measuring a rendering's
+    length (mktod.record_budget) or teaching a tokenizer its phrases (mktod.generators.backbones)."""
+    order = OTHER_ENTITY if negative else order_tag(rank)
+    return TaggedRecord(record, MetaTags(order, confidence, cooccurrence), rank, 0.0, 0.0, negative)
 
 
 def confidence_tag(confidence: float, thresholds: tuple[float, float] = (0.25, 0.75)) -> str:

@@ -19,17 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mktod.kb import field_order, value_text
-from mktod.meta import (
-    HIGH_CONFIDENCE,
-    LOW_CONFIDENCE,
-    MID_CONFIDENCE,
-    NEW_ENTITY,
-    OLD_ENTITY,
-    OTHER_ENTITY,
-    MetaTags,
-    TaggedRecord,
-    order_tag,
-)
+from mktod.meta import CONFIDENCE_TAGS, COOCCURRENCE_TAGS, TaggedRecord, tagged_as
 from mktod.types import KB, Record, Split
 
 RecordTokens = Callable[[TaggedRecord], list[int]]  # a generator's record_tokens
@@ -38,14 +28,11 @@ RecordTokens = Callable[[TaggedRecord], list[int]]  # a generator's record_token
 def tag_variants(record: Record, k: int) -> list[TaggedRecord]:
     """``record`` under every tagging it can get at ``k`` records a turn: ranks 1..k and the easy
     negative, each confidence bucket, seen before or new."""
-    ranks = [(rank, order_tag(rank), False) for rank in range(1, k + 1)]
-    ranks.append((k + 1, OTHER_ENTITY, True))  # the negative, rendered as "the negative entity"
-    out = []
-    for (rank, order, negative), confidence, seen in itertools.product(
-        ranks, (HIGH_CONFIDENCE, MID_CONFIDENCE, LOW_CONFIDENCE), (OLD_ENTITY, NEW_ENTITY)
-    ):
-        out.append(TaggedRecord(record, MetaTags(order, confidence, seen), rank, 0.0, 0.0, negative))
-    return out
+    ranks = [(rank, False) for rank in range(1, k + 1)] + [(k + 1, True)]  # then the negative
+    return [
+        tagged_as(record, rank, confidence, seen, negative)
+        for (rank, negative), confidence, seen in itertools.product(ranks, CONFIDENCE_TAGS, COOCCURRENCE_TAGS)
+    ]
 
 
 def longest_tagging(record: Record, k: int, tokens: RecordTokens) -> TaggedRecord:

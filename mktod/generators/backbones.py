@@ -30,17 +30,12 @@ from mktod.datasets import DataPaths, get_loader
 from mktod.generators.text import CONTEXT_LABEL, RECORD_LABEL, format_context
 from mktod.kb import linearise, value_text
 from mktod.meta import (
-    HIGH_CONFIDENCE,
-    LOW_CONFIDENCE,
-    MID_CONFIDENCE,
-    NEW_ENTITY,
-    OLD_ENTITY,
-    OTHER_ENTITY,
+    CONFIDENCE_TAGS,
+    COOCCURRENCE_TAGS,
     SPECIAL_TOKENS,
-    MetaTags,
     TaggedRecord,
-    order_tag,
     render_prompt,
+    tagged_as,
 )
 from mktod.types import Record
 
@@ -107,11 +102,7 @@ def cycled_tagging(record: Record, i: int) -> TaggedRecord:
     """The ``i``-th of a cycle of taggings (rank 1..5 or the negative, each confidence, old or new), so
     that every phrase of the prompt rendering appears in a tokenizer's training text."""
     rank = i % 6 + 1
-    confidence = (HIGH_CONFIDENCE, MID_CONFIDENCE, LOW_CONFIDENCE)[i % 3]
-    seen = (OLD_ENTITY, NEW_ENTITY)[i % 2]
-    negative = rank == 6
-    order = OTHER_ENTITY if negative else order_tag(rank)
-    return TaggedRecord(record, MetaTags(order, confidence, seen), rank, 0.0, 0.0, negative)
+    return tagged_as(record, rank, CONFIDENCE_TAGS[i % 3], COOCCURRENCE_TAGS[i % 2], negative=rank == 6)
 
 
 def train_unigram_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> Any:
