@@ -35,8 +35,9 @@ class Row:
 BUDGET_48 = "--set generator.max_record_tokens=48 --set optim.batch_size=4 --set optim.grad_accum=1 "
 CAMREST_48 = f"mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml {BUDGET_48}"
 SHIPPED_ADAPTER = (
-    f"{CAMREST_48}(CPU, condensed KBs, "
-    "60 steps x 4 turns; its step-30 checkpoint, the ft-prompt-mml row's generator, is the adapter "
+    "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+    "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-r104 (CPU, condensed KBs, whole records, "
+    "60 steps x 4 turns; its step-60 checkpoint, the ft-prompt-mml-r104 row's generator, is the adapter "
     "shipped in mktod/pretrained/smollm2-camrest-lora)"
 )
 ROWS = (
@@ -637,7 +638,10 @@ SETTING_PAIRS = (
 # dataset-level KB: the large-scale-trained run first.
 TRAIN_SETTING_PAIRS = (
     SettingPair(
-        "ft-large-prompt-mml", "lora-warmup-large", "the shipped adapter, over the warm-up retriever"
+        "ft-large-prompt-mml",
+        "lora-warmup-large",
+        "the shipped adapter, over the warm-up retriever; it was trained with whole records, the "
+        "large-scale run with records cut at 48 tokens",
     ),
     SettingPair(
         "ft-large-prompt-mml",
