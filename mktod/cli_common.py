@@ -28,17 +28,22 @@ def add_path_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_training_options(p: argparse.ArgumentParser, example_config: str, example_override: str) -> None:
-    """--config, --resume, --device and --set, the same for every training command."""
+def add_config_options(p: argparse.ArgumentParser, example_config: str, example_override: str) -> None:
+    """--config and --set: a YAML config and its command-line overrides."""
     p.add_argument("--config", required=True, help=f"YAML config, e.g. {example_config}")
-    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
         help=f"override a config value, e.g. --set {example_override} (repeatable)",
     )
+
+
+def add_training_options(p: argparse.ArgumentParser, example_config: str, example_override: str) -> None:
+    """--config, --set, --resume and --device, the same for every training command."""
+    add_config_options(p, example_config, example_override)
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
 
 
 def _count(text: str, least: int) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 from mktod.cli_common import (
     DATASETS,
+    add_config_options,
     add_path_options,
     add_training_options,
     command_line,
@@ -232,12 +233,7 @@ def add_train_commands(subparsers: Any) -> None:
         "which fields it leaves out",
     )
     add_path_options(rb)
-    rb.add_argument(
-        "--config", required=True, help="a training config, e.g. configs/camrest-condensed-prompt.yaml"
-    )
-    rb.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)"
-    )
+    add_config_options(rb, "configs/camrest-condensed-prompt.yaml", "generator.max_record_tokens=104")
     rb.add_argument(
         "--split",
         action="append",

@@ -15,7 +15,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mktod.kb import field_order, value_text
@@ -40,22 +40,21 @@ def longest_tagging(record: Record, k: int, tokens: RecordTokens) -> TaggedRecor
     return max(tag_variants(record, k), key=lambda tagged: len(tokens(tagged)))
 
 
-def _retag(tagged: TaggedRecord, record: Record) -> TaggedRecord:
-    return TaggedRecord(record, tagged.tags, tagged.rank, tagged.score, tagged.confidence, tagged.negative)
-
-
 def shown_fields(tagged: TaggedRecord, tokens: RecordTokens, cap: int) -> tuple[int, list[str]]:
     """Tokens of ``tagged`` rendered whole, and the fields whose value fits in ``cap`` tokens: field j
     is shown when the record cut after it (meta knowledge, fields 1..j) is at most ``cap`` tokens."""
     record = tagged.record
     keys = field_order(record)
+    whole = len(tokens(tagged))
+    if whole <= cap:
+        return whole, keys  # nothing is cut: no need to render it field by field
     shown = []
     for j, key in enumerate(keys, start=1):
         head = Record(record.id, {k: record.fields[k] for k in keys[:j]}, record.domain)
-        if len(tokens(_retag(tagged, head))) > cap:
+        if len(tokens(replace(tagged, record=head))) > cap:
             break  # fields come out in order: once one is cut, every later one is too
         shown.append(key)
-    return len(tokens(tagged)), shown
+    return whole, shown
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ def measure(records: Iterable[Record], tokens: RecordTokens, cap: int, k: int) -
         if key not in seen:
             if tagging is None:
                 tagging = longest_tagging(record, k, tokens)
-            seen[key] = shown_fields(_retag(tagging, record), tokens, cap)
+            seen[key] = shown_fields(replace(tagging, record=record), tokens, cap)
         length, fields = seen[key]
         count += 1
         lengths.append(length)

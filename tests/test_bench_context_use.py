@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 from bench_helpers import load_bench_script
-from train_helpers import tiny_config, write_data
+from train_helpers import path_args, tiny_config, write_data
 
 from mktod.generators.base import GeneratorInput
 from mktod.train import train
@@ -42,7 +42,7 @@ def test_runs_on_a_trained_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixt
     script = _script()
     argv = ["--checkpoint", str(tmp_path / "run" / "best"), "--dataset", "camrest", "--split", "dev"]
     argv += ["--shift", "1", "--out", str(tmp_path / "out.jsonl")]
-    argv += ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    argv += path_args(paths)
     assert script.main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["turns"] > 1 and summary["own"] < 0 and summary["no_records"] < 0

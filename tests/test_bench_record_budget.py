@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from bench_helpers import load_bench_script
-from train_helpers import tiny_config, write_data
+from train_helpers import path_args, tiny_config, write_data
 
 from mktod.config import dump_config
 
@@ -23,7 +23,7 @@ def test_the_table_lists_each_split_and_the_configs_it_could_not_measure(
     dump_config(tiny_config(tmp_path, "run"), cut)  # max_record_tokens 24 cuts the sample's records
     dump_config(tiny_config(tmp_path, "run", f"generator.model={tmp_path / 'no-such-model'}"), missing)
     out = tmp_path / "out"
-    where = ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    where = path_args(paths)
     assert script.main(["--configs", str(cut), str(missing), "--out", str(out), *where]) == 0
 
     results = json.loads((out / "record_budget.json").read_text())

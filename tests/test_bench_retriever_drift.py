@@ -9,7 +9,7 @@ from types import ModuleType
 
 import torch
 from bench_helpers import load_bench_script
-from train_helpers import tiny_config, write_data
+from train_helpers import path_args, tiny_config, write_data
 
 from mktod.datasets import get_loader
 from mktod.retriever import Retriever, build_retriever
@@ -32,7 +32,7 @@ def test_drift_reports_recall_before_and_after(tmp_path: Path) -> None:
     argv = ["--retriever", retriever, "--dataset", "camrest", "--noise", "0", "1", "--steps", "2"]
     argv += ["--batch-size", "2", "--k", "2", "--eval-every", "1", "--out", str(out)]
     argv += ["--precision", "fp32", "bf16"]
-    argv += ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    argv += path_args(paths)
     assert script.main(argv) == 0
 
     report = json.loads((out / "retriever_drift.json").read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import tiny_config, write_data
+from train_helpers import path_args, tiny_config, write_data
 
 from mktod.cli import main
 from mktod.cli_train import add_checkpoint_arguments
@@ -30,7 +30,7 @@ def test_train_then_evaluate_the_checkpoint(
     paths = write_data(tmp_path)
     config = tmp_path / "run.yaml"
     dump_config(tiny_config(tmp_path, "run", "optim.max_steps=2"), config)
-    where = ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    where = path_args(paths)
 
     assert main(["train", "--config", str(config), *where, "--set", "optim.eval_every=1"]) == 0
     printed = capsys.readouterr()
@@ -79,7 +79,7 @@ def test_build_backbone_t5_scratch(
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     paths = write_data(tmp_path)
-    where = ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    where = path_args(paths)
     out = tmp_path / "t5"
     args = [
         "build-backbone",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import tiny_config, write_data
+from train_helpers import path_args, tiny_config, write_data
 
 from mktod.cli import main
 from mktod.config import dump_config
@@ -80,8 +80,9 @@ def test_measure_counts_repeats_but_renders_each_entity_once() -> None:
     assert (report.records, report.unique) == (4, 2)
     assert report.lengths == (17, 19, 19, 19)  # hotel: 10 tag words + "name acorn guest house ; area north"
     assert report.cut == 3
-    # The 18 taggings once, then per distinct record one rendering per field and the whole record.
-    assert calls == 18 + (3 + 1) + (2 + 1)
+    # The 18 taggings once, then per distinct record the whole rendering and, for the one the budget
+    # cuts (the restaurant, 19 > 17), one rendering per field up to the first that does not fit.
+    assert calls == 18 + (1 + 3) + 1
     shares = {f.field: (f.records, f.shown) for f in report.fields}
     assert shares == {"name": (4, 4), "area": (4, 4), "food": (3, 0)}
     summary = report.summary()
@@ -130,8 +131,7 @@ def test_record_budget_command(
     paths = write_data(tmp_path)
     config = tmp_path / "run.yaml"
     dump_config(tiny_config(tmp_path, "run"), config)  # generator.max_record_tokens=24 cuts its records
-    args = ["record-budget", "--config", str(config), "--data-dir", str(paths.data_dir)]
-    args += ["--cache-dir", str(paths.cache_dir)]
+    args = ["record-budget", "--config", str(config), *path_args(paths)]
 
     assert main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

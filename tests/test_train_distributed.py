@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
-from train_helpers import make_models, tiny_config, write_data
+from train_helpers import make_models, path_args, tiny_config, write_data
 
 from mktod.checkpoint import is_complete, load_state
 from mktod.cli import main
@@ -111,7 +111,7 @@ def _torchrun(
     if not config.exists():
         dump_config(tiny_config(root, out, *overrides), config)
     target = [str(script)] if script else ["-m", "mktod.cli"]
-    where = ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    where = path_args(paths)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
@@ -200,7 +200,7 @@ def test_more_processes_than_turns_per_micro_batch_are_refused(
     dump_config(cfg, config)
     for name, value in (("WORLD_SIZE", "3"), ("RANK", "1"), ("LOCAL_RANK", "1")):
         monkeypatch.setenv(name, value)
-    where = ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+    where = path_args(paths)
     assert main(["train", "--config", str(config), *where]) == 2
     assert "3 processes but optim.batch_size is 2" in capsys.readouterr().err
     assert not (root / "refused").exists()

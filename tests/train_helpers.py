@@ -46,6 +46,11 @@ def write_data(root: Path) -> DataPaths:
     return DataPaths(root / "data", root / "cache")
 
 
+def path_args(paths: DataPaths) -> list[str]:
+    """The command-line options that point a command at ``paths``."""
+    return ["--data-dir", str(paths.data_dir), "--cache-dir", str(paths.cache_dir)]
+
+
 def save_tiny_t5(path: Path, seed: int = 0) -> Path:
     """A T5 with d_model 32 and a unigram tokenizer trained on the sample, saved as a model folder."""
     texts = [line for line in CAMREST_SAMPLE.splitlines() if line]
