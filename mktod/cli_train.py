@@ -23,7 +23,11 @@ from mktod.cli_common import (
     positive_int,
 )
 from mktod.errors import ConfigError
-from mktod.generators.backbones import CROSS_INITS, TOKENIZER_TEXTS  # no torch: cheap at parser build time
+from mktod.generators.backbones import (  # no torch: cheap at parser build time
+    CROSS_INITS,
+    TOKENIZER_MODELS,
+    TOKENIZER_TEXTS,
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -114,7 +118,13 @@ def cmd_build_backbone(args: argparse.Namespace) -> int:
         texts = dataset_texts(args.dataset, paths, texts_of=args.tokenizer_texts)
         settings = {"dataset": args.dataset, "tokenizer_texts": args.tokenizer_texts}
         built = build_t5_from_scratch(
-            texts, out, size=args.size, vocab_size=args.vocab_size, seed=args.seed, settings=settings
+            texts,
+            out,
+            size=args.size,
+            vocab_size=args.vocab_size,
+            seed=args.seed,
+            settings=settings,
+            tokenizer_model=args.tokenizer,
         )
     else:
         built = build_bert2bert(resolve_model(args.encoder), out, cross_attention=args.cross_attention)
@@ -272,6 +282,14 @@ def add_train_commands(subparsers: Any) -> None:
         help="t5-scratch: train the tokenizer on what the generator reads (inputs: utterances, records, "
         "the context and passage labels and the prompt meta knowledge) or on the dialogues alone "
         "(utterances and records: the reported T5 rows' tokenizer)",
+    )
+    bb.add_argument(
+        "--tokenizer",
+        choices=TOKENIZER_MODELS,
+        default="bpe",
+        help="t5-scratch: SentencePiece's algorithm for the tokenizer: bpe (default: frequent words become "
+        "one piece) or unigram (the reported T5 rows' tokenizer, which splits many frequent words on "
+        "data this small)",
     )
     bb.add_argument("--encoder", default="all-MiniLM-L6-v2", help="bert2bert: BERT-style model to warm-start")
     bb.add_argument(

@@ -1,4 +1,4 @@
-"""Offline backbones: a T5 from scratch with a trained unigram tokenizer, and a BERT2BERT, both tiny."""
+"""Offline backbones: a T5 from scratch with a trained tokenizer (BPE or unigram) and a BERT2BERT, tiny."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from retriever_helpers import save_tiny_model, write_camrest_sample
 from transformers import AutoConfig
 
 from mktod.datasets import DataPaths
-from mktod.generators.backbones import build_bert2bert, build_t5_from_scratch, dataset_texts
+from mktod.generators.backbones import (
+    TOKENIZER_MODELS,
+    TokenizerModel,
+    build_bert2bert,
+    build_t5_from_scratch,
+    dataset_texts,
+    train_tokenizer,
+)
 from mktod.generators.base import GeneratorConfig, GeneratorInput
 from mktod.generators.seq2seq import Seq2SeqGenerator
 from mktod.meta import SPECIAL_TOKENS, negative_record, tag_hits
@@ -58,11 +65,16 @@ def _check_generator(path: Path) -> Seq2SeqGenerator:
     return gen
 
 
-def test_t5_from_scratch_trains_a_tokenizer_and_saves_a_loadable_model(tmp_path: Path) -> None:
-    built = build_t5_from_scratch(SENTENCES, tmp_path / "t5", size="tiny", vocab_size=120)
+@pytest.mark.parametrize("tokenizer", TOKENIZER_MODELS)
+def test_t5_from_scratch_trains_a_tokenizer_and_saves_a_loadable_model(
+    tmp_path: Path, tokenizer: TokenizerModel
+) -> None:
+    built = build_t5_from_scratch(
+        SENTENCES, tmp_path / "t5", size="tiny", vocab_size=120, tokenizer_model=tokenizer
+    )
     assert built.kind == "t5-scratch-tiny" and built.vocab_size <= 120 + len(SPECIAL_TOKENS)
     info = json.loads((tmp_path / "t5" / "backbone.json").read_text())
-    assert info["parameters"] == built.parameters
+    assert info["parameters"] == built.parameters and info["tokenizer"] == tokenizer
     gen = _check_generator(tmp_path / "t5")
     tok = gen.tokenizer
     assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
@@ -70,8 +82,20 @@ def test_t5_from_scratch_trains_a_tokenizer_and_saves_a_loadable_model(tmp_path:
     # Words of the corpus come back from the pieces unchanged.
     ids = tok.encode("golden wok serves chinese food", add_special_tokens=False)
     assert tok.decode(ids) == "golden wok serves chinese food"
+    # Encoding for a user (not the generators, which add their own) ends with eos, as T5's does.
+    assert tok.encode("golden wok")[-1] == tok.eos_token_id
     with pytest.raises(ValueError, match="unknown T5 size"):
         build_t5_from_scratch(SENTENCES, tmp_path / "x", size="huge")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown tokenizer model 'wordpiece'"):
+        train_tokenizer(SENTENCES, "wordpiece")  # type: ignore[arg-type]
+
+
+def test_bpe_keeps_frequent_words_whole_where_unigram_splits_them() -> None:
+    # "▁the" is the commonest word of SENTENCES but part of no other word: the unigram trainer seeds
+    # its pieces with substrings seen at least twice among distinct words, so it never gets one.
+    pieces = {m: train_tokenizer(SENTENCES, m, 200).tokenize("the cheap food") for m in TOKENIZER_MODELS}
+    assert pieces["bpe"] == ["▁the", "▁cheap", "▁food"]
+    assert len(pieces["unigram"]) > 3 and "▁the" not in pieces["unigram"]
 
 
 def test_bert2bert_warm_starts_both_sides_and_works_as_fid(tmp_path: Path) -> None:
@@ -106,19 +130,21 @@ def test_dataset_texts_cover_utterances_and_records(tmp_path: Path) -> None:
 
 
 def test_a_tokenizer_trained_on_the_inputs_keeps_the_prompt_tags_whole(tmp_path: Path) -> None:
-    from mktod.generators.backbones import train_unigram_tokenizer
-
     paths = DataPaths(write_camrest_sample(tmp_path / "data"), tmp_path / "cache")
     tag = "The negative entity recalled: with middle confidence: existed in history:"
     pieces = {
-        texts_of: len(
-            train_unigram_tokenizer(dataset_texts("camrest", paths, texts_of=texts_of), 300).tokenize(tag)
+        (model, texts_of): len(
+            train_tokenizer(dataset_texts("camrest", paths, texts_of=texts_of), model, 1000).tokenize(tag)
         )
+        for model in TOKENIZER_MODELS
         for texts_of in ("inputs", "dialogues")
     }
-    # From the dialogues alone the tag falls apart into letters: 56 pieces on the sample, 37 with the
-    # inputs (45 and 28 on the whole CamRest training split).
-    assert pieces["inputs"] < pieces["dialogues"] - 10
+    # From the dialogues alone the tag falls apart into letters: unigram 56 pieces on the sample, 37
+    # with the inputs (45 and 28 on the whole CamRest training split). BPE: 48 (with <unk> for the
+    # capital and the colons), 16 with the inputs (only the sample's rare "negative entity" split).
+    assert pieces["unigram", "inputs"] < pieces["unigram", "dialogues"] - 10
+    assert pieces["bpe", "inputs"] < pieces["unigram", "inputs"] / 2
+    assert pieces["bpe", "inputs"] < pieces["bpe", "dialogues"] / 2
 
 
 def test_bert2bert_cross_attention_can_start_as_a_copy_of_self_attention(tmp_path: Path) -> None:

@@ -94,7 +94,12 @@ def test_build_backbone_t5_scratch(
     ]
     assert main([*args, "--dataset", "camrest", *where]) == 0
     assert _json(capsys)["kind"] == "t5-scratch-tiny" and (out / "config.json").is_file()
+    built = json.loads((out / "backbone.json").read_text())
+    assert (built["tokenizer"], built["tokenizer_texts"], built["dataset"]) == ("bpe", "inputs", "camrest")
     assert main([*args, "--dataset", "camrest", *where]) == 2  # not empty: needs --force
+    unigram = [*args, "--dataset", "camrest", "--tokenizer", "unigram", "--force", *where]
+    assert main(unigram) == 0 and json.loads((out / "backbone.json").read_text())["tokenizer"] == "unigram"
+    capsys.readouterr()
     assert main([*args, *where, "--force"]) == 2  # t5-scratch needs --dataset
     assert "--dataset" in capsys.readouterr().err
 

@@ -185,7 +185,8 @@ ROWS = (
         "T5-small from scratch FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-t5-cpu/best",
         "camrest",
-        "mktod build-backbone --kind t5-scratch --dataset camrest --size small --tokenizer-texts dialogues "
+        "mktod build-backbone --kind t5-scratch --dataset camrest --size small --tokenizer unigram "
+        "--tokenizer-texts dialogues "
         "--out runs/backbones/camrest-t5-small; "
         "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml (CPU, 400 steps x 8 turns)",
         "runs/camrest-condensed-prompt-t5-cpu",
@@ -227,11 +228,28 @@ ROWS = (
         "T5-small from scratch FiD, prompt, NLL + MML with dropout in MML's likelihoods",
         "runs/camrest-condensed-prompt-t5-cpu-mmldropout/best",
         "camrest",
-        "mktod build-backbone --kind t5-scratch --dataset camrest --size small --tokenizer-texts dialogues "
+        "mktod build-backbone --kind t5-scratch --dataset camrest --size small --tokenizer unigram "
+        "--tokenizer-texts dialogues "
         "--out runs/backbones/camrest-t5-small; "
         "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml --set loss.mml_dropout=true "
         "--set output_dir=runs/camrest-condensed-prompt-t5-cpu-mmldropout (CPU, 400 steps x 8 turns)",
         "runs/camrest-condensed-prompt-t5-cpu-mmldropout",
+        limit=None,
+        batch_size=16,
+        backbone="t5-scratch",
+    ),
+    Row(
+        "t5-bpe-prompt-mml-dropout",
+        "T5-small from scratch with a BPE tokenizer learnt on its inputs, prompt, NLL + MML with dropout "
+        "in MML's likelihoods",
+        "runs/camrest-condensed-prompt-t5-cpu-bpe-mmldropout/best",
+        "camrest",
+        "mktod build-backbone --kind t5-scratch --dataset camrest --size small "
+        "--out runs/backbones/camrest-t5-small-bpe; "
+        "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml "
+        "--set generator.model=runs/backbones/camrest-t5-small-bpe --set loss.mml_dropout=true "
+        "--set output_dir=runs/camrest-condensed-prompt-t5-cpu-bpe-mmldropout (CPU, 400 steps x 8 turns)",
+        "runs/camrest-condensed-prompt-t5-cpu-bpe-mmldropout",
         limit=None,
         batch_size=16,
         backbone="t5-scratch",
@@ -366,7 +384,8 @@ ROWS = (
         "T5-small from scratch FiD, prompt, NLL + MML",
         "runs/smd-condensed-prompt-t5-cpu/best",
         "smd",
-        "mktod build-backbone --kind t5-scratch --dataset smd --size small --tokenizer-texts dialogues "
+        "mktod build-backbone --kind t5-scratch --dataset smd --size small --tokenizer unigram "
+        "--tokenizer-texts dialogues "
         "--out runs/backbones/smd-t5-small; "
         "mktod train --config configs/smd-condensed-prompt-t5-cpu.yaml (CPU, 400 steps x 8 turns)",
         "runs/smd-condensed-prompt-t5-cpu",
@@ -587,6 +606,16 @@ PAIRINGS = (
         "the records alone (`meta.mode: none`; no tags, so no easy negative either)",
     ),
     Pairing(
+        "t5-bpe-prompt-mml-dropout",
+        "t5-prompt-mml-dropout",
+        "from-scratch tokenizer",
+        "prompt, NLL + MML with dropout in MML's likelihoods, the same data, steps and seed",
+        "BPE learnt on the generator's inputs (`--tokenizer bpe --tokenizer-texts inputs`, the default)",
+        "unigram learnt on the dialogues (`--tokenizer unigram --tokenizer-texts dialogues`), which "
+        "cuts every record at the 48-token budget",
+        "T5 FiD",
+    ),
+    Pairing(
         "b2b-prompt-mml",
         "b2b-prompt-nll",
         "prompt ablation",
@@ -611,6 +640,7 @@ BACKBONE_PAIRS = (  # the seq2seq backbones, from-scratch first
     ("t5-prompt-mml", "b2b-prompt-mml"),
     ("t5-prompt-mml", "b2b-selfx-prompt-mml"),  # the BERT2BERT default since 2026-12-02 (SMD's row)
     ("t5-prompt-mml-dropout", "b2b-prompt-mml-dropout"),
+    ("t5-bpe-prompt-mml-dropout", "b2b-prompt-mml-dropout"),
 )
 # The same seq2seq run with MML's likelihoods computed without dropout (loss.mml_dropout false, the
 # default) and with it (before the option existed), the fixed run first.
