@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from retriever_helpers import save_tiny_model, write_camrest_sample
+from retriever_helpers import CAMREST_SAMPLE, save_tiny_model, write_camrest_sample
 from transformers import AutoConfig
 
 from mktod.datasets import DataPaths
@@ -96,6 +98,38 @@ def test_bpe_keeps_frequent_words_whole_where_unigram_splits_them() -> None:
     pieces = {m: train_tokenizer(SENTENCES, m, 200).tokenize("the cheap food") for m in TOKENIZER_MODELS}
     assert pieces["bpe"] == ["▁the", "▁cheap", "▁food"]
     assert len(pieces["unigram"]) > 3 and "▁the" not in pieces["unigram"]
+
+
+# Trains a tokenizer on the CamRest sample and prints its vocabulary, ids included, and the scores.
+TRAIN_AND_PRINT = """\
+import json, sys
+from mktod.generators.backbones import train_tokenizer
+texts = json.loads(sys.stdin.read())
+tok = train_tokenizer(texts, sys.argv[1], 300)
+print(json.dumps([sorted(tok.get_vocab().items()), tok.backend_tokenizer.to_str()]))
+"""
+
+
+@pytest.mark.parametrize("model", TOKENIZER_MODELS)
+def test_the_same_texts_train_the_same_tokenizer_in_every_process(model: TokenizerModel) -> None:
+    """Fresh processes, as separate `mktod build-backbone` runs: the unigram trainer's scores and its
+    order of equal-score pieces changed with each process's hash seed, so one command built models
+    whose ids differed (three processes out of three on this sample before the pieces were sorted)."""
+    texts = [line for line in CAMREST_SAMPLE.splitlines() if line]
+    texts += [t.replace("_", " ") for t in texts]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", TRAIN_AND_PRINT, model],
+            input=json.dumps(texts),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for _ in range(3)
+    ]
+    vocab = json.loads(runs[0])[0]
+    assert len(vocab) > 100
+    assert runs[1] == runs[0] and runs[2] == runs[0]
 
 
 def test_bert2bert_warm_starts_both_sides_and_works_as_fid(tmp_path: Path) -> None:

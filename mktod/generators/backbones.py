@@ -183,10 +183,39 @@ def train_unigram_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> Any
     vocab = [(str(piece), float(score)) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
     if [p for p, _ in vocab[:3]] != list(_T5_SPECIALS):
         raise RuntimeError(f"unigram trainer put {vocab[:3]} first; T5 needs {_T5_SPECIALS} at ids 0-2")
+    vocab = vocab[:3] + _canonical_unigram_pieces(vocab[3:])
     # No sentinel <extra_id_*> tokens: they serve T5's span-corruption pre-training, which never happens.
     tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
     tokenizer.add_tokens(list(SPECIAL_TOKENS), special_tokens=True)
     return tokenizer
+
+
+# The unigram trainer appends each character of the texts that no trained piece covers with the lowest
+# trained score plus this much more than the character appended before it.
+_REQUIRED_CHAR_STEP = 1e-4
+
+
+def _canonical_unigram_pieces(pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """The unigram trainer's pieces made the same for the same texts in every process.
+
+    Its output depends on Rust's per-process hash seed twice: the EM sums its statistics in hash order,
+    so scores differ in the last bits, and the uncovered characters it appends take their scores
+    (lowest + 0, + 1e-4, + 2e-4, ...) in hash order. Either way the same `mktod build-backbone` command
+    built tokenizers with other ids, hence other models. Here the appended characters take those scores
+    in character order, every score is rounded to 1e-6 (noise of 1e-15 crosses a rounding boundary for
+    about one piece in 10^9) and the pieces are ordered by score, then by piece.
+    """
+    floor = min(score for _, score in pieces)
+
+    def rank(score: float) -> int | None:  # its place in the appended characters' scores, if any
+        place = round((score - floor) / _REQUIRED_CHAR_STEP)
+        return place if abs(score - (floor + place * _REQUIRED_CHAR_STEP)) < 1e-9 else None
+
+    appended = {p: (place, s) for p, s in pieces if len(p) == 1 and (place := rank(s)) is not None}
+    scores = [s for _, s in sorted(appended.values())]
+    reassigned = dict(zip(sorted(appended), scores, strict=True))
+    canonical = [(p, round(reassigned.get(p, s), 6)) for p, s in pieces]
+    return sorted(canonical, key=lambda item: (-item[1], item[0]))
 
 
 def build_t5_from_scratch(
