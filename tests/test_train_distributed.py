@@ -52,6 +52,14 @@ LARGE = ("data.setting=large", "retriever.refresh_every=3", "optim.batch_size=3"
 ATOL = 1e-4
 ATOL_NOISE = 1e-3
 NOISY_SHARE = 1e-3
+# The logged values of step 1 come from the same weights in both runs, so they agree to float precision
+# (the grad_norm there is the norm of the all-reduced gradient: a wrong sum shows). From step 2 on they
+# come from weights that differ by those flips, and which entries flip, and whether a flipped one
+# matters, depends on the model and the CPU's kernels: here the two runs agree to 1e-6, but one CI run
+# logged a step-2 grad_norm of 50.09075 against 50.09135 (1.2e-5), back when the tiny T5's tokenizer
+# took other ids in every process (see _canonical_unigram_pieces). Later steps agree within REL_LATER.
+REL_FIRST = 1e-5
+REL_LATER = 1e-4
 
 # Stops the run once last/ holds step 2 (rank 0 saves, then raises); torchrun then ends the other process.
 CRASH_SCRIPT = """\
@@ -128,6 +136,10 @@ def _log(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+def _timeless(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "elapsed_s"}
+
+
 def _assert_same_weights(a: Path, b: Path) -> None:
     compared, elements, noisy = 0, 0, 0
     for part in ("generator", "retriever/context"):
@@ -145,8 +157,11 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 def _assert_same_losses(one: list[dict[str, Any]], two: list[dict[str, Any]]) -> None:
     assert [e["step"] for e in one] == [e["step"] for e in two]
     for x, y in zip(one, two, strict=True):
-        for key in ("loss", "nll", "mml", "grad_norm", "lr", "lr_retriever"):
-            assert y[key] == pytest.approx(x[key], rel=1e-5), (x["step"], key)
+        for key in ("lr", "lr_retriever"):  # the schedule alone sets them
+            assert y[key] == pytest.approx(x[key], rel=1e-12), (x["step"], key)
+        rel = REL_FIRST if x["step"] == 1 else REL_LATER
+        for key in ("loss", "nll", "mml", "grad_norm"):
+            assert y[key] == pytest.approx(x[key], rel=rel), (x["step"], key)
 
 
 @pytest.fixture(scope="module")
@@ -206,24 +221,57 @@ def test_more_processes_than_turns_per_micro_batch_are_refused(
     assert not (root / "refused").exists()
 
 
-@needs_gloo
-def test_resume_under_two_processes_matches_an_uninterrupted_run(root: Path, paths: DataPaths) -> None:
-    full = train(tiny_config(root, "large-one", *LARGE), paths)
+@pytest.fixture(scope="module")
+def large(root: Path, paths: DataPaths) -> tuple[TrainResult, subprocess.CompletedProcess[str]]:
+    """One uninterrupted run of LARGE in one process and one in two."""
+    one = train(tiny_config(root, "large-one", *LARGE), paths)
+    two = _torchrun(root, paths, "large-two", LARGE)
+    assert two.returncode == 0, two.stderr[-4000:]
+    return one, two
 
+
+@needs_gloo
+def test_two_processes_train_the_large_setting_as_one(
+    root: Path, large: tuple[TrainResult, subprocess.CompletedProcess[str]]
+) -> None:
+    one, two = large
+    summary = json.loads(two.stdout)
+    assert (summary["steps"], summary["best_step"]) == (one.steps, one.best_step)
+    _assert_same_losses(_log(root / "large-one"), _log(root / "large-two"))
+    _assert_same_weights(root / "large-one" / "last", root / "large-two" / "last")
+
+
+@needs_gloo
+def test_resume_under_two_processes_matches_an_uninterrupted_run(
+    root: Path, paths: DataPaths, large: tuple[TrainResult, subprocess.CompletedProcess[str]]
+) -> None:
+    """Against the uninterrupted two-process run, not the one-process one: the same shares summed in the
+    same order, so a resume that restores everything (weights, optimizer, schedule, data order, RNG)
+    reproduces it bit for bit, on any machine."""
     script = root / "crash.py"
     script.write_text(CRASH_SCRIPT.format(tests=str(TESTS)))
-    cut = _torchrun(root, paths, "large-two", LARGE, script=script)
+    cut = _torchrun(root, paths, "large-cut", LARGE, script=script)
     assert cut.returncode != 0 and "mktod: interrupted" in cut.stderr
-    out = root / "large-two"
+    out = root / "large-cut"
     assert load_state(out / "last")["step"] == 2 and [e["step"] for e in _log(out)] == [1, 2]
 
-    resumed = _torchrun(root, paths, "large-two", LARGE, "--resume")
+    resumed = _torchrun(root, paths, "large-cut", LARGE, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     summary = json.loads(resumed.stdout)
-    assert (summary["start_step"], summary["steps"], summary["best_step"]) == (2, 4, full.best_step)
+    full = json.loads(large[1].stdout)
+    assert (summary["start_step"], summary["steps"], summary["best_step"]) == (2, 4, full["best_step"])
+    assert summary["losses"] == full["losses"]
     assert resumed.stderr.count("resumed from") == 1
-    _assert_same_losses(_log(root / "large-one"), _log(out))
-    _assert_same_weights(root / "large-one" / "last", out / "last")
+    resumed_log, full_log = ([_timeless(e) for e in _log(d)] for d in (out, root / "large-two"))
+    assert resumed_log == full_log  # every logged value, dev scores and MML diagnostics included
+    for part in ("generator", "retriever/context"):
+        files = sorted((root / "large-two" / "last" / part).glob("*.safetensors"))
+        assert files
+        for file in files:
+            x, y = load_file(file), load_file(out / "last" / part / file.name)
+            assert x.keys() == y.keys()
+            for name in x:
+                assert torch.equal(x[name], y[name]), f"{part} {name}"
 
 
 # ------------------------------------------------------------------------------------- pure pieces
