@@ -394,6 +394,21 @@ ROWS = (
         backbone="t5-scratch",
     ),
     Row(
+        "t5-bpe-prompt-mml",
+        "T5-small from scratch with a BPE tokenizer learnt on its inputs, prompt, NLL + MML",
+        "runs/smd-condensed-prompt-t5-cpu-bpe/best",
+        "smd",
+        "mktod build-backbone --kind t5-scratch --dataset smd --size small "
+        "--out runs/backbones/smd-t5-small-bpe; "
+        "mktod train --config configs/smd-condensed-prompt-t5-cpu.yaml "
+        "--set generator.model=runs/backbones/smd-t5-small-bpe "
+        "--set output_dir=runs/smd-condensed-prompt-t5-cpu-bpe (CPU, 400 steps x 8 turns)",
+        "runs/smd-condensed-prompt-t5-cpu-bpe",
+        limit=None,
+        batch_size=16,
+        backbone="t5-scratch-bpe",
+    ),
+    Row(
         "zs-prompt",
         "SmolLM2-135M zero-shot, prompt meta knowledge",
         "configs/pipelines/mwoz-smollm2-zeroshot-prompt.yaml",
@@ -439,6 +454,18 @@ ROWS = (
         "runs/mwoz-large-prompt-smollm2-cpu",
     ),
     Row(
+        "ft-large-ctr-mml",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, ctr (no tags, contrastive loss), "
+        "NLL + MML + CTR",
+        "runs/mwoz-large-ctr-smollm2-cpu/best",
+        "mwoz",
+        "mktod train --config configs/mwoz-large-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        "--set meta.use_negative=false --set loss.use_ctr=true "
+        "--set output_dir=runs/mwoz-large-ctr-smollm2-cpu (CPU, 30 steps x 4 turns, top-7 of the "
+        "dataset-level KB)",
+        "runs/mwoz-large-ctr-smollm2-cpu",
+    ),
+    Row(
         "ft-prompt-nll",
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-nomml/best",
@@ -446,6 +473,15 @@ ROWS = (
         "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
         "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-nomml (CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-nomml",
+    ),
+    Row(
+        "ft-prompt-mml-noneg",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML without the negative in MML",
+        "runs/mwoz-condensed-prompt-smollm2-cpu-noneg/best",
+        "mwoz",
+        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml --set loss.mml_negative=false "
+        "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-noneg (CPU, 30 steps x 4 turns)",
+        "runs/mwoz-condensed-prompt-smollm2-cpu-noneg",
     ),
     Row(
         "ft-none-mml",
@@ -588,6 +624,14 @@ PAIRINGS = (
         "MML over the retrieved records only (`loss.mml_negative: false`)",
     ),
     Pairing(
+        "ft-large-ctr-mml",
+        "ft-large-prompt-mml",
+        "large-scale meta knowledge",
+        "trained and scored on the dataset-level KB, NLL + MML, the same data, steps and seed",
+        "ctr (no tags; the contrastive loss, METHOD.md §3)",
+        "prompt meta knowledge",
+    ),
+    Pairing(
         "ft-prompt-mml-r104",
         "ft-prompt-mml",
         "record budget",
@@ -624,6 +668,16 @@ PAIRINGS = (
         "T5 FiD",
     ),
     Pairing(
+        "t5-bpe-prompt-mml",
+        "t5-prompt-mml",
+        "from-scratch tokenizer",
+        "prompt, NLL + MML, the same data, steps and seed",
+        "BPE learnt on the generator's inputs (`--tokenizer bpe --tokenizer-texts inputs`, the default)",
+        "unigram learnt on the dialogues (`--tokenizer unigram --tokenizer-texts dialogues`), which "
+        "cuts every record at the 48-token budget",
+        "T5 FiD",
+    ),
+    Pairing(
         "b2b-prompt-mml",
         "b2b-prompt-nll",
         "prompt ablation",
@@ -649,6 +703,7 @@ BACKBONE_PAIRS = (  # the seq2seq backbones, from-scratch first
     ("t5-prompt-mml", "b2b-selfx-prompt-mml"),  # the BERT2BERT default since 2026-12-02 (SMD's row)
     ("t5-prompt-mml-dropout", "b2b-prompt-mml-dropout"),
     ("t5-bpe-prompt-mml-dropout", "b2b-prompt-mml-dropout"),
+    ("t5-bpe-prompt-mml", "b2b-selfx-prompt-mml"),
 )
 # The same seq2seq run with MML's likelihoods computed without dropout (loss.mml_dropout false, the
 # default) and with it (before the option existed), the fixed run first.
