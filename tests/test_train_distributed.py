@@ -164,19 +164,25 @@ def _assert_same_losses(one: list[dict[str, Any]], two: list[dict[str, Any]]) ->
             assert y[key] == pytest.approx(x[key], rel=rel), (x["step"], key)
 
 
+Runs = tuple[TrainResult, subprocess.CompletedProcess[str]]
+
+
+def _one_and_two(root: Path, paths: DataPaths, one: str, two: str, overrides: tuple[str, ...]) -> Runs:
+    """An uninterrupted run of ``overrides`` in one process (here, into ``one``) and one in two
+    (torchrun, into ``two``)."""
+    single = train(tiny_config(root, one, *overrides), paths)
+    double = _torchrun(root, paths, two, overrides)
+    assert double.returncode == 0, double.stderr[-4000:]
+    return single, double
+
+
 @pytest.fixture(scope="module")
-def condensed(root: Path, paths: DataPaths) -> tuple[TrainResult, subprocess.CompletedProcess[str]]:
-    """One uninterrupted run of CONDENSED in one process (here) and one in two (torchrun)."""
-    one = train(tiny_config(root, "one", *CONDENSED), paths)
-    two = _torchrun(root, paths, "two", CONDENSED)
-    assert two.returncode == 0, two.stderr[-4000:]
-    return one, two
+def condensed(root: Path, paths: DataPaths) -> Runs:
+    return _one_and_two(root, paths, "one", "two", CONDENSED)
 
 
 @needs_gloo
-def test_two_processes_train_the_weights_and_losses_of_one(
-    root: Path, condensed: tuple[TrainResult, subprocess.CompletedProcess[str]]
-) -> None:
+def test_two_processes_train_the_weights_and_losses_of_one(root: Path, condensed: Runs) -> None:
     one, two = condensed
     summary = json.loads(two.stdout)
     assert (summary["steps"], summary["best_step"]) == (one.steps, one.best_step)
@@ -190,9 +196,7 @@ def test_two_processes_train_the_weights_and_losses_of_one(
 
 
 @needs_gloo
-def test_only_rank_zero_writes(
-    root: Path, condensed: tuple[TrainResult, subprocess.CompletedProcess[str]]
-) -> None:
+def test_only_rank_zero_writes(root: Path, condensed: Runs) -> None:
     _, two = condensed
     json.loads(two.stdout)  # one summary, not one per process
     out = root / "two"
@@ -222,18 +226,12 @@ def test_more_processes_than_turns_per_micro_batch_are_refused(
 
 
 @pytest.fixture(scope="module")
-def large(root: Path, paths: DataPaths) -> tuple[TrainResult, subprocess.CompletedProcess[str]]:
-    """One uninterrupted run of LARGE in one process and one in two."""
-    one = train(tiny_config(root, "large-one", *LARGE), paths)
-    two = _torchrun(root, paths, "large-two", LARGE)
-    assert two.returncode == 0, two.stderr[-4000:]
-    return one, two
+def large(root: Path, paths: DataPaths) -> Runs:
+    return _one_and_two(root, paths, "large-one", "large-two", LARGE)
 
 
 @needs_gloo
-def test_two_processes_train_the_large_setting_as_one(
-    root: Path, large: tuple[TrainResult, subprocess.CompletedProcess[str]]
-) -> None:
+def test_two_processes_train_the_large_setting_as_one(root: Path, large: Runs) -> None:
     one, two = large
     summary = json.loads(two.stdout)
     assert (summary["steps"], summary["best_step"]) == (one.steps, one.best_step)
@@ -243,7 +241,7 @@ def test_two_processes_train_the_large_setting_as_one(
 
 @needs_gloo
 def test_resume_under_two_processes_matches_an_uninterrupted_run(
-    root: Path, paths: DataPaths, large: tuple[TrainResult, subprocess.CompletedProcess[str]]
+    root: Path, paths: DataPaths, large: Runs
 ) -> None:
     """Against the uninterrupted two-process run, not the one-process one: the same shares summed in the
     same order, so a resume that restores everything (weights, optimizer, schedule, data order, RNG)
