@@ -656,8 +656,7 @@ PAIRINGS = (
         "record budget",
         "prompt, NLL + MML, the same data, steps and seed",
         "96 tokens a record (none cut)",
-        "80 (the config's budget, which cuts 11.67% of these test turns' records, the longest at 87 "
-        "tokens)",
+        "80 (the config's budget, which cuts 11.67% of these test turns' records, the longest at 87 tokens)",
     ),
     Pairing(
         "ft-none-mml-r104",
