@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,17 +141,26 @@ def _timeless(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if k != "elapsed_s"}
 
 
-def _assert_same_weights(a: Path, b: Path) -> None:
-    compared, elements, noisy = 0, 0, 0
+def _weight_pairs(a: Path, b: Path) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Each saved tensor of checkpoint ``a`` beside its twin in ``b``, named by part and tensor; both
+    trained parts (generator, context encoder) must be there, with the same tensors."""
+    compared = 0
     for part in ("generator", "retriever/context"):
         for file in (a / part).glob("*.safetensors"):
             compared += 1
             x, y = load_file(file), load_file(b / part / file.name)
+            assert x.keys() == y.keys(), f"{part}/{file.name}"
             for name in x:
-                torch.testing.assert_close(x[name], y[name], atol=ATOL_NOISE, rtol=0, msg=f"{part} {name}")
-                elements += x[name].numel()
-                noisy += int(((x[name] - y[name]).abs() > ATOL).sum())
+                yield f"{part} {name}", x[name], y[name]
     assert compared == 2
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    elements, noisy = 0, 0
+    for name, x, y in _weight_pairs(a, b):
+        torch.testing.assert_close(x, y, atol=ATOL_NOISE, rtol=0, msg=name)
+        elements += x.numel()
+        noisy += int(((x - y).abs() > ATOL).sum())
     assert noisy <= NOISY_SHARE * elements, f"{noisy} of {elements} weights differ by more than {ATOL}"
 
 
@@ -262,14 +272,8 @@ def test_resume_under_two_processes_matches_an_uninterrupted_run(
     assert resumed.stderr.count("resumed from") == 1
     resumed_log, full_log = ([_timeless(e) for e in _log(d)] for d in (out, root / "large-two"))
     assert resumed_log == full_log  # every logged value, dev scores and MML diagnostics included
-    for part in ("generator", "retriever/context"):
-        files = sorted((root / "large-two" / "last" / part).glob("*.safetensors"))
-        assert files
-        for file in files:
-            x, y = load_file(file), load_file(out / "last" / part / file.name)
-            assert x.keys() == y.keys()
-            for name in x:
-                assert torch.equal(x[name], y[name]), f"{part} {name}"
+    for name, x, y in _weight_pairs(root / "large-two" / "last", out / "last"):
+        assert torch.equal(x, y), name
 
 
 # ------------------------------------------------------------------------------------- pure pieces
