@@ -604,6 +604,11 @@ class Pairing(NamedTuple):
 
 
 SAME_SEED = "same data, steps and seed"
+FROM_SCRATCH_TOKENIZERS = (  # how a from-scratch tokenizer pairing names its two runs
+    "BPE learnt on the generator's inputs (`--tokenizer bpe --tokenizer-texts inputs`, the default)",
+    "unigram learnt on the dialogues (`--tokenizer unigram --tokenizer-texts dialogues`), which "
+    "cuts every record at the 48-token budget",
+)
 SAME_STEPS = "NLL + MML, same steps"
 PAIRINGS = (
     Pairing("ft-prompt-mml", "ft-prompt-nll", "prompt ablation", SAME_SEED, "with MML", "without MML"),
@@ -680,9 +685,7 @@ PAIRINGS = (
         "t5-prompt-mml-dropout",
         "from-scratch tokenizer",
         "prompt, NLL + MML with dropout in MML's likelihoods, the same data, steps and seed",
-        "BPE learnt on the generator's inputs (`--tokenizer bpe --tokenizer-texts inputs`, the default)",
-        "unigram learnt on the dialogues (`--tokenizer unigram --tokenizer-texts dialogues`), which "
-        "cuts every record at the 48-token budget",
+        *FROM_SCRATCH_TOKENIZERS,
         "T5 FiD",
     ),
     Pairing(
@@ -690,9 +693,7 @@ PAIRINGS = (
         "t5-prompt-mml",
         "from-scratch tokenizer",
         "prompt, NLL + MML, the same data, steps and seed",
-        "BPE learnt on the generator's inputs (`--tokenizer bpe --tokenizer-texts inputs`, the default)",
-        "unigram learnt on the dialogues (`--tokenizer unigram --tokenizer-texts dialogues`), which "
-        "cuts every record at the 48-token budget",
+        *FROM_SCRATCH_TOKENIZERS,
         "T5 FiD",
     ),
     Pairing(
