@@ -47,3 +47,26 @@ def test_left_out_names_the_least_shown_fields_first() -> None:
     assert script.left_out(fields) == "food 0%, phone 0%, a 1%, b 2.5% (+1 more)"
     assert script.left_out({"ref": 74.13, "name": 100.0, "choice": 99.96}) == "ref 74.13%, choice 99.96%"
     assert script.left_out({"name": 100.0}) == "none"
+
+
+def test_naming_configs_keeps_the_other_configs_results_unless_their_file_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    script = load_bench_script("record_budget/run.py")
+    paths = write_data(tmp_path)
+    a, b, gone = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "gone.yaml"
+    dump_config(tiny_config(tmp_path, "run"), a)
+    dump_config(tiny_config(tmp_path, "run", "generator.max_record_tokens=200"), b)
+    dump_config(tiny_config(tmp_path, "run"), gone)
+    out, where = tmp_path / "out", path_args(paths)
+    assert script.main(["--configs", str(b), str(gone), "--out", str(out), *where]) == 0
+    gone.unlink()
+    assert script.main(["--configs", str(a), "--out", str(out), *where]) == 0
+
+    results = json.loads((out / "record_budget.json").read_text())
+    assert list(results) == [str(a), str(b)]  # config order; gone.yaml's result dropped with its file
+    assert [s["max_record_tokens"] for s in results[str(b)]["splits"]] == [200, 200, 200]
+    assert all(s["records_cut"] == 0 for s in results[str(b)]["splits"])
+    md = (out / "record_budget.md").read_text()
+    assert f"| `{b}` | " in md and f"| `{a}` | " in md and str(gone) not in md

@@ -10,7 +10,9 @@ listed with the reason instead of failing the run.
     python bench/record_budget/run.py --configs configs/smd-condensed-prompt-smollm2-cpu.yaml
 
 Writes ``record_budget.json`` (every number) and ``record_budget.md`` (the table) in ``--out``
-(default bench/results/record_budget/).
+(default bench/results/record_budget/). Naming configs measures those again and keeps the other
+configs' results already in ``--out``, except those whose config file is gone, so the table stays
+whole without the full run.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ def measure(config: Path, where: Sequence[str]) -> dict[str, Any]:
         return {"error": error.removeprefix("mktod: error: ").replace(f"{ROOT}/", "")}  # as in the repo
     out: dict[str, Any] = json.loads(done.stdout)
     return out
+
+
+def merged(out: Path, new: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``new`` over the results already in ``out``, less those whose config file no longer exists,
+    in config order (as a full run writes them)."""
+    path = out / "record_budget.json"
+    old: dict[str, dict[str, Any]] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    kept = {name: res for name, res in old.items() if (ROOT / name).exists()}  # absolute names too
+    both = {**kept, **new}
+    return {name: both[name] for name in sorted(both)}
 
 
 def left_out(fields: dict[str, float], limit: int = 4) -> str:
@@ -102,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(config)
         print(f"[{i}/{len(configs)}] {name}", file=sys.stderr, flush=True)
         results[name] = measure(path, where)
+    if args.configs:
+        results = merged(args.out, results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "record_budget.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (args.out / "record_budget.md").write_text(table(results), encoding="utf-8")
