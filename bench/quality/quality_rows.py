@@ -285,6 +285,18 @@ ROWS = (
         "runs/camrest-large-prompt-smollm2-cpu",
     ),
     Row(
+        "ft-large-ctr-mml",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, ctr (no tags, contrastive loss), "
+        "NLL + MML + CTR",
+        "runs/camrest-large-ctr-smollm2-cpu/best",
+        "camrest",
+        "mktod train --config configs/camrest-large-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        "--set meta.use_negative=false --set loss.use_ctr=true "
+        "--set output_dir=runs/camrest-large-ctr-smollm2-cpu (CPU, 60 steps x 4 turns, top-7 of the "
+        "dataset-level KB)",
+        "runs/camrest-large-ctr-smollm2-cpu",
+    ),
+    Row(
         "zs-prompt",
         "SmolLM2-135M zero-shot, prompt meta knowledge",
         "configs/pipelines/smd-smollm2-zeroshot-prompt.yaml",
