@@ -537,6 +537,15 @@ ROWS = (
         "--set output_dir=runs/mwoz-condensed-prefix-smollm2-cpu (CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-prefix-smollm2-cpu",
     ),
+    Row(
+        "ft-prefix-nll",
+        "SmolLM2-135M + LoRA, prefix, NLL only (w/o MML)",
+        "runs/mwoz-condensed-prefix-smollm2-cpu-nomml/best",
+        "mwoz",
+        f"{MWOZ_80}--set meta.mode=prefix --set loss.use_mml=false "
+        "--set output_dir=runs/mwoz-condensed-prefix-smollm2-cpu-nomml (CPU, 30 steps x 4 turns)",
+        "runs/mwoz-condensed-prefix-smollm2-cpu-nomml",
+    ),
 )
 
 # METHOD.md §7, condensed KB (Entity F1 / BLEU).
