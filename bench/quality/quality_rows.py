@@ -40,6 +40,7 @@ MWOZ_80 = (
     "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml "
     "--set generator.max_record_tokens=80 "
 )
+DETACH_LABEL = "SmolLM2-135M + LoRA, prompt, NLL + MML with MML training the retriever only"
 SHIPPED_ADAPTER = (
     "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
     "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-r104 (CPU, condensed KBs, whole records, "
@@ -338,6 +339,15 @@ ROWS = (
         "runs/smd-condensed-prompt-smollm2-cpu-noneg",
     ),
     Row(
+        "ft-prompt-mml-detach",
+        DETACH_LABEL,
+        "runs/smd-condensed-prompt-smollm2-cpu-detach/best",
+        "smd",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set loss.detach_generator=true "
+        "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-detach (CPU, 30 steps x 4 turns)",
+        "runs/smd-condensed-prompt-smollm2-cpu-detach",
+    ),
+    Row(
         "ft-prompt-nll",
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/smd-condensed-prompt-smollm2-cpu-nomml/best",
@@ -546,6 +556,15 @@ ROWS = (
         "--set output_dir=runs/mwoz-condensed-prefix-smollm2-cpu-nomml (CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-prefix-smollm2-cpu-nomml",
     ),
+    Row(
+        "ft-prompt-mml-detach",
+        DETACH_LABEL,
+        "runs/mwoz-condensed-prompt-smollm2-cpu-detach/best",
+        "mwoz",
+        f"{MWOZ_80}--set loss.detach_generator=true "
+        "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-detach (CPU, 30 steps x 4 turns)",
+        "runs/mwoz-condensed-prompt-smollm2-cpu-detach",
+    ),
 )
 
 # METHOD.md §7, condensed KB (Entity F1 / BLEU).
@@ -704,6 +723,14 @@ PAIRINGS = (
         "whole records (104 tokens), the same data, steps and seed",
         "prompt meta knowledge",
         "the records alone (`meta.mode: none`; no tags, so no easy negative either)",
+    ),
+    Pairing(
+        "ft-prompt-mml",
+        "ft-prompt-mml-detach",
+        "MML's gradient",
+        SAME_SEED,
+        "MML trains the generator and the retriever (the default)",
+        "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
     ),
     Pairing(
         "t5-bpe-prompt-mml-dropout",
