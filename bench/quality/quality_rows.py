@@ -565,6 +565,16 @@ ROWS = (
         "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-detach (CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-detach",
     ),
+    Row(
+        "ft-prompt-mml-r96-detach",
+        f"{DETACH_LABEL}, whole records (96-token record budget)",
+        "runs/mwoz-condensed-prompt-smollm2-cpu-r96-detach/best",
+        "mwoz",
+        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml "
+        "--set loss.detach_generator=true "
+        "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-r96-detach (CPU, 30 steps x 4 turns)",
+        "runs/mwoz-condensed-prompt-smollm2-cpu-r96-detach",
+    ),
 )
 
 # METHOD.md §7, condensed KB (Entity F1 / BLEU).
@@ -731,6 +741,14 @@ PAIRINGS = (
         SAME_SEED,
         "MML trains the generator and the retriever (the default)",
         "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
+    ),
+    Pairing(
+        "ft-prompt-mml-r96",
+        "ft-prompt-mml-r96-detach",
+        "MML's gradient",
+        "whole records (96 tokens), the same data, steps and seed",
+        "MML trains the generator and the retriever (the default)",
+        "the retriever only (`loss.detach_generator: true`)",
     ),
     Pairing(
         "t5-bpe-prompt-mml-dropout",
