@@ -575,6 +575,15 @@ ROWS = (
         "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-r96-detach (CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-r96-detach",
     ),
+    Row(
+        "ft-prompt-nll-r96",
+        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), whole records (96-token record budget)",
+        "runs/mwoz-condensed-prompt-smollm2-cpu-r96-nomml/best",
+        "mwoz",
+        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
+        "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-r96-nomml (CPU, 30 steps x 4 turns)",
+        "runs/mwoz-condensed-prompt-smollm2-cpu-r96-nomml",
+    ),
 )
 
 # METHOD.md §7, condensed KB (Entity F1 / BLEU).
@@ -741,6 +750,14 @@ PAIRINGS = (
         SAME_SEED,
         "MML trains the generator and the retriever (the default)",
         "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
+    ),
+    Pairing(
+        "ft-prompt-mml-r96",
+        "ft-prompt-nll-r96",
+        "prompt ablation",
+        "whole records (96 tokens), the same data, steps and seed",
+        "with MML",
+        "without MML",
     ),
     Pairing(
         "ft-prompt-mml-r96",
