@@ -36,10 +36,8 @@ BUDGET_48 = "--set generator.max_record_tokens=48 --set optim.batch_size=4 --set
 CAMREST_48 = f"mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml {BUDGET_48}"
 # configs/mwoz-condensed-prompt-smollm2-cpu.yaml likewise trains whole records (96 tokens) since the
 # MWOZ record-budget row; its condensed rows trained before it ran with 80.
-MWOZ_80 = (
-    "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml "
-    "--set generator.max_record_tokens=80 "
-)
+MWOZ_CPU = "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml "
+MWOZ_80 = f"{MWOZ_CPU}--set generator.max_record_tokens=80 "
 DETACH_LABEL = "SmolLM2-135M + LoRA, prompt, NLL + MML with MML training the retriever only"
 SHIPPED_ADAPTER = (
     "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
@@ -465,8 +463,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records (96-token record budget)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-r96/best",
         "mwoz",
-        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml "
-        "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-r96 (CPU, 30 steps x 4 turns)",
+        f"{MWOZ_CPU}--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-r96 (CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-r96",
     ),
     Row(
@@ -570,7 +567,7 @@ ROWS = (
         f"{DETACH_LABEL}, whole records (96-token record budget)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-r96-detach/best",
         "mwoz",
-        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml "
+        f"{MWOZ_CPU}"
         "--set loss.detach_generator=true "
         "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-r96-detach (CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-r96-detach",
@@ -580,7 +577,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), whole records (96-token record budget)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-r96-nomml/best",
         "mwoz",
-        "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
+        f"{MWOZ_CPU}--set loss.use_mml=false "
         "--set output_dir=runs/mwoz-condensed-prompt-smollm2-cpu-r96-nomml (CPU, 30 steps x 4 turns)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-r96-nomml",
     ),
@@ -672,6 +669,10 @@ FROM_SCRATCH_TOKENIZERS = (  # how a from-scratch tokenizer pairing names its tw
     "cuts every record at the 48-token budget",
 )
 SAME_STEPS = "NLL + MML, same steps"
+DETACH_RUNS = (  # how an MML's-gradient pairing names its two runs
+    "MML trains the generator and the retriever (the default)",
+    "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
+)
 PAIRINGS = (
     Pairing("ft-prompt-mml", "ft-prompt-nll", "prompt ablation", SAME_SEED, "with MML", "without MML"),
     Pairing("ft-prefix-mml", "ft-prefix-nll", "prefix ablation", SAME_SEED, "with MML", "without MML"),
@@ -748,8 +749,7 @@ PAIRINGS = (
         "ft-prompt-mml-detach",
         "MML's gradient",
         SAME_SEED,
-        "MML trains the generator and the retriever (the default)",
-        "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
+        *DETACH_RUNS,
     ),
     Pairing(
         "ft-prompt-mml-r96",
@@ -764,8 +764,7 @@ PAIRINGS = (
         "ft-prompt-mml-r96-detach",
         "MML's gradient",
         "whole records (96 tokens), the same data, steps and seed",
-        "MML trains the generator and the retriever (the default)",
-        "the retriever only (`loss.detach_generator: true`)",
+        *DETACH_RUNS,
     ),
     Pairing(
         "t5-bpe-prompt-mml-dropout",
