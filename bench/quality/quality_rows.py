@@ -100,6 +100,16 @@ ROWS = (
         "runs/camrest-condensed-none-smollm2-cpu-r104",
     ),
     Row(
+        "ft-prompt-mml-r104-detach",
+        f"{DETACH_LABEL}, whole records (104-token record budget)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-detach/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+        "--set loss.detach_generator=true "
+        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-detach (CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-detach",
+    ),
+    Row(
         "ft-prompt-nll",
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/camrest-condensed-prompt-smollm2-cpu-nomml/best",
@@ -764,6 +774,13 @@ PAIRINGS = (
         "ft-prompt-mml-r96-detach",
         "MML's gradient",
         "whole records (96 tokens), the same data, steps and seed",
+        *DETACH_RUNS,
+    ),
+    Pairing(
+        "ft-prompt-mml-r104",
+        "ft-prompt-mml-r104-detach",
+        "MML's gradient",
+        "whole records (104 tokens), the same data, steps and seed",
         *DETACH_RUNS,
     ),
     Pairing(
