@@ -356,6 +356,16 @@ ROWS = (
         "runs/smd-condensed-prompt-smollm2-cpu-detach",
     ),
     Row(
+        "ft-prompt-mml-r184",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records (184-token record budget)",
+        "runs/smd-condensed-prompt-smollm2-cpu-r184/best",
+        "smd",
+        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml "
+        "--set generator.max_record_tokens=184 --set optim.batch_size=1 --set optim.grad_accum=4 "
+        "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-r184 (CPU, 30 steps x 4 turns)",
+        "runs/smd-condensed-prompt-smollm2-cpu-r184",
+    ),
+    Row(
         "ft-prompt-nll",
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/smd-condensed-prompt-smollm2-cpu-nomml/best",
@@ -736,6 +746,15 @@ PAIRINGS = (
         "96 tokens a record (none cut)",
         "80 (the config's earlier budget, which cuts 11.67% of these test turns' records, the longest "
         "at 87 tokens)",
+    ),
+    Pairing(
+        "ft-prompt-mml-r184",
+        "ft-prompt-mml",
+        "record budget",
+        "prompt, NLL + MML, the same data, steps and seed; 1 x 4 turns a step against 2 x 2",
+        "184 tokens a record (none cut)",
+        "48 (the config's budget, which cuts 44.6% of the test split's records: its weather reports "
+        "after a day or two, some addresses)",
     ),
     Pairing(
         "ft-none-mml-r104",
