@@ -110,6 +110,15 @@ ROWS = (
         "runs/camrest-condensed-prompt-smollm2-cpu-detach",
     ),
     Row(
+        "ft-prompt-nll-r104",
+        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), whole records (104-token record budget)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-r104-nomml/best",
+        "camrest",
+        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
+        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-r104-nomml (CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-r104-nomml",
+    ),
+    Row(
         "ft-prompt-nll",
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/camrest-condensed-prompt-smollm2-cpu-nomml/best",
@@ -779,6 +788,14 @@ PAIRINGS = (
         "MML's gradient",
         SAME_SEED,
         *DETACH_RUNS,
+    ),
+    Pairing(
+        "ft-prompt-mml-r104",
+        "ft-prompt-nll-r104",
+        "prompt ablation",
+        "whole records (104 tokens), the same data, steps and seed",
+        "with MML",
+        "without MML",
     ),
     Pairing(
         "ft-prompt-mml-r96",
