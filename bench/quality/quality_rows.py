@@ -32,15 +32,18 @@ class Row:
 
 # configs/camrest-condensed-prompt-smollm2-cpu.yaml trains whole records (104 tokens, batch 2 x 2) since
 # the record-budget row; the CamRest SmolLM2 rows trained before it ran with these values.
+CAMREST_CPU = "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
 BUDGET_48 = "--set generator.max_record_tokens=48 --set optim.batch_size=4 --set optim.grad_accum=1 "
-CAMREST_48 = f"mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml {BUDGET_48}"
+CAMREST_48 = f"{CAMREST_CPU}{BUDGET_48}"
 # configs/mwoz-condensed-prompt-smollm2-cpu.yaml likewise trains whole records (96 tokens) since the
 # MWOZ record-budget row; its condensed rows trained before it ran with 80.
 MWOZ_CPU = "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml "
 MWOZ_80 = f"{MWOZ_CPU}--set generator.max_record_tokens=80 "
+# configs/smd-condensed-prompt-smollm2-cpu.yaml keeps 48 tokens (the whole-records row sets its own).
+SMD_CPU = "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml "
 DETACH_LABEL = "SmolLM2-135M + LoRA, prompt, NLL + MML with MML training the retriever only"
 SHIPPED_ADAPTER = (
-    "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+    f"{CAMREST_CPU}"
     "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-r104 (CPU, condensed KBs, whole records, "
     "60 steps x 4 turns; its step-60 checkpoint, the ft-prompt-mml-r104 row's generator, is the adapter "
     "shipped in mktod/pretrained/smollm2-camrest-lora)"
@@ -83,7 +86,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records (104-token record budget)",
         "runs/camrest-condensed-prompt-smollm2-cpu-r104/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+        f"{CAMREST_CPU}"
         "--set generator.max_record_tokens=104 --set optim.batch_size=2 --set optim.grad_accum=2 "
         "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-r104 (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu-r104",
@@ -93,7 +96,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML, whole records (104-token record budget)",
         "runs/camrest-condensed-none-smollm2-cpu-r104/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        f"{CAMREST_CPU}--set meta.mode=none "
         "--set meta.use_negative=false --set generator.max_record_tokens=104 --set optim.batch_size=2 "
         "--set optim.grad_accum=2 --set output_dir=runs/camrest-condensed-none-smollm2-cpu-r104 "
         "(CPU, 60 steps x 4 turns)",
@@ -104,7 +107,7 @@ ROWS = (
         f"{DETACH_LABEL}, whole records (104-token record budget)",
         "runs/camrest-condensed-prompt-smollm2-cpu-detach/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml "
+        f"{CAMREST_CPU}"
         "--set loss.detach_generator=true "
         "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-detach (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu-detach",
@@ -114,7 +117,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), whole records (104-token record budget)",
         "runs/camrest-condensed-prompt-smollm2-cpu-r104-nomml/best",
         "camrest",
-        "mktod train --config configs/camrest-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
+        f"{CAMREST_CPU}--set loss.use_mml=false "
         "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-r104-nomml (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prompt-smollm2-cpu-r104-nomml",
     ),
@@ -333,7 +336,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML",
         "runs/smd-condensed-prompt-smollm2-cpu/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml (CPU, 30 steps x 4 turns)",
+        f"{SMD_CPU}(CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu",
     ),
     Row(
@@ -341,8 +344,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML (retrained)",
         "runs/smd-condensed-prompt-smollm2-cpu-rerun/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml "
-        "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-rerun (CPU, 30 steps x 4 turns)",
+        f"{SMD_CPU}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-rerun (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu-rerun",
         rerun_of="ft-prompt-mml",
     ),
@@ -351,7 +353,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML without the negative in MML",
         "runs/smd-condensed-prompt-smollm2-cpu-noneg/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set loss.mml_negative=false "
+        f"{SMD_CPU}--set loss.mml_negative=false "
         "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-noneg (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu-noneg",
     ),
@@ -360,7 +362,7 @@ ROWS = (
         DETACH_LABEL,
         "runs/smd-condensed-prompt-smollm2-cpu-detach/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set loss.detach_generator=true "
+        f"{SMD_CPU}--set loss.detach_generator=true "
         "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-detach (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu-detach",
     ),
@@ -369,7 +371,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records (184-token record budget)",
         "runs/smd-condensed-prompt-smollm2-cpu-r184/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml "
+        f"{SMD_CPU}"
         "--set generator.max_record_tokens=184 --set optim.batch_size=1 --set optim.grad_accum=4 "
         "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-r184 (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu-r184",
@@ -379,7 +381,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/smd-condensed-prompt-smollm2-cpu-nomml/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set loss.use_mml=false "
+        f"{SMD_CPU}--set loss.use_mml=false "
         "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-nomml (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prompt-smollm2-cpu-nomml",
     ),
@@ -388,7 +390,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML (w/o meta knowledge)",
         "runs/smd-condensed-none-smollm2-cpu/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        f"{SMD_CPU}--set meta.mode=none "
         "--set meta.use_negative=false --set output_dir=runs/smd-condensed-none-smollm2-cpu "
         "(CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-none-smollm2-cpu",
@@ -398,7 +400,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, ctr (no tags, contrastive loss), NLL + MML + CTR",
         "runs/smd-condensed-ctr-smollm2-cpu/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        f"{SMD_CPU}--set meta.mode=none "
         "--set meta.use_negative=false --set loss.use_ctr=true "
         "--set output_dir=runs/smd-condensed-ctr-smollm2-cpu (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-ctr-smollm2-cpu",
@@ -408,7 +410,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prefix, NLL + MML",
         "runs/smd-condensed-prefix-smollm2-cpu/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        f"{SMD_CPU}--set meta.mode=prefix "
         "--set output_dir=runs/smd-condensed-prefix-smollm2-cpu (CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prefix-smollm2-cpu",
     ),
@@ -417,7 +419,7 @@ ROWS = (
         "SmolLM2-135M + LoRA, prefix, NLL only (w/o MML)",
         "runs/smd-condensed-prefix-smollm2-cpu-nomml/best",
         "smd",
-        "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml --set meta.mode=prefix "
+        f"{SMD_CPU}--set meta.mode=prefix "
         "--set loss.use_mml=false --set output_dir=runs/smd-condensed-prefix-smollm2-cpu-nomml "
         "(CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prefix-smollm2-cpu-nomml",
