@@ -39,6 +39,11 @@ CAMREST_48 = f"{CAMREST_CPU}{BUDGET_48}"
 # MWOZ record-budget row; its condensed rows trained before it ran with 80.
 MWOZ_CPU = "mktod train --config configs/mwoz-condensed-prompt-smollm2-cpu.yaml "
 MWOZ_80 = f"{MWOZ_CPU}--set generator.max_record_tokens=80 "
+# configs/camrest-large-prompt-smollm2-cpu.yaml trains whole records (104 tokens, batch 1 x 4: 7 whole
+# records a turn) since its record-budget row; the large-scale rows trained before it ran with LARGE_48.
+CAMREST_LARGE = "mktod train --config configs/camrest-large-prompt-smollm2-cpu.yaml "
+WHOLE_LARGE = "--set generator.max_record_tokens=104 --set optim.batch_size=1 --set optim.grad_accum=4 "
+LARGE_48 = "--set generator.max_record_tokens=48 --set optim.batch_size=2 --set optim.grad_accum=2 "
 # configs/smd-condensed-prompt-smollm2-cpu.yaml keeps 48 tokens (the whole-records row sets its own).
 SMD_CPU = "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml "
 DETACH_LABEL = "SmolLM2-135M + LoRA, prompt, NLL + MML with MML training the retriever only"
@@ -301,8 +306,7 @@ ROWS = (
         "SmolLM2-135M + LoRA trained on large-scale retrievals, prompt, NLL + MML",
         "runs/camrest-large-prompt-smollm2-cpu/best",
         "camrest",
-        "mktod train --config configs/camrest-large-prompt-smollm2-cpu.yaml (CPU, 60 steps x 4 turns, "
-        "top-7 of the dataset-level KB)",
+        f"{CAMREST_LARGE}{LARGE_48}(CPU, 60 steps x 4 turns, top-7 of the dataset-level KB)",
         "runs/camrest-large-prompt-smollm2-cpu",
     ),
     Row(
@@ -311,11 +315,33 @@ ROWS = (
         "NLL + MML + CTR",
         "runs/camrest-large-ctr-smollm2-cpu/best",
         "camrest",
-        "mktod train --config configs/camrest-large-prompt-smollm2-cpu.yaml --set meta.mode=none "
+        f"{CAMREST_LARGE}{LARGE_48}--set meta.mode=none "
         "--set meta.use_negative=false --set loss.use_ctr=true "
         "--set output_dir=runs/camrest-large-ctr-smollm2-cpu (CPU, 60 steps x 4 turns, top-7 of the "
         "dataset-level KB)",
         "runs/camrest-large-ctr-smollm2-cpu",
+    ),
+    Row(
+        "ft-large-prompt-mml-r104",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, prompt, NLL + MML, whole records "
+        "(104-token record budget)",
+        "runs/camrest-large-prompt-smollm2-cpu-r104/best",
+        "camrest",
+        f"{CAMREST_LARGE}{WHOLE_LARGE}"
+        "--set output_dir=runs/camrest-large-prompt-smollm2-cpu-r104 (CPU, 60 steps x 4 turns, top-7 of "
+        "the dataset-level KB)",
+        "runs/camrest-large-prompt-smollm2-cpu-r104",
+    ),
+    Row(
+        "ft-large-prompt-nll-r104",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, prompt, NLL only (w/o MML), whole records "
+        "(104-token record budget)",
+        "runs/camrest-large-prompt-smollm2-cpu-r104-nomml/best",
+        "camrest",
+        f"{CAMREST_LARGE}{WHOLE_LARGE}--set loss.use_mml=false "
+        "--set output_dir=runs/camrest-large-prompt-smollm2-cpu-r104-nomml (CPU, 60 steps x 4 turns, "
+        "top-7 of the warm-up retriever over the dataset-level KB)",
+        "runs/camrest-large-prompt-smollm2-cpu-r104-nomml",
     ),
     Row(
         "zs-prompt",
@@ -741,6 +767,24 @@ PAIRINGS = (
         "prompt meta knowledge",
     ),
     Pairing(
+        "ft-large-prompt-mml-r104",
+        "ft-large-prompt-nll-r104",
+        "large-scale prompt ablation",
+        "trained and scored on the dataset-level KB, whole records (104 tokens), the same data, steps "
+        "and seed",
+        "with MML",
+        "without MML",
+    ),
+    Pairing(
+        "ft-large-prompt-mml-r104",
+        "ft-large-prompt-mml",
+        "large-scale record budget",
+        "trained and scored on the dataset-level KB, prompt, NLL + MML, the same data, steps and seed; "
+        "1 x 4 turns a step against 2 x 2",
+        "104 tokens a record (none cut)",
+        "48 (a CamRest record cut after its location or address)",
+    ),
+    Pairing(
         "ft-prompt-mml-r104",
         "ft-prompt-mml",
         "record budget",
@@ -895,6 +939,11 @@ TRAIN_SETTING_PAIRS = (
         "lora-warmup-large",
         "the shipped adapter, over the warm-up retriever; it was trained with whole records, the "
         "large-scale run with records cut at 48 tokens",
+    ),
+    SettingPair(
+        "ft-large-prompt-mml-r104",
+        "lora-warmup-large",
+        "the shipped adapter, over the warm-up retriever; both trained with whole records",
     ),
     SettingPair(
         "ft-large-prompt-mml",
