@@ -185,6 +185,15 @@ ROWS = (
         "runs/camrest-condensed-prefix-smollm2-cpu-nomml",
     ),
     Row(
+        "ft-prefix-nll-r104",
+        "SmolLM2-135M + LoRA, prefix, NLL only (w/o MML), whole records (104-token record budget)",
+        "runs/camrest-condensed-prefix-smollm2-cpu-r104-nomml/best",
+        "camrest",
+        f"{CAMREST_CPU}--set meta.mode=prefix --set loss.use_mml=false "
+        "--set output_dir=runs/camrest-condensed-prefix-smollm2-cpu-r104-nomml (CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-prefix-smollm2-cpu-r104-nomml",
+    ),
+    Row(
         "b2b-prompt-mml",
         "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-cpu/best",
@@ -765,6 +774,14 @@ PAIRINGS = (
         "trained and scored on the dataset-level KB, NLL + MML, the same data, steps and seed",
         "ctr (no tags; the contrastive loss, METHOD.md §3)",
         "prompt meta knowledge",
+    ),
+    Pairing(
+        "ft-prefix-nll-r104",
+        "ft-prefix-nll",
+        "record budget",
+        "prefix, NLL only, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
+        "104 tokens a record (none cut)",
+        "48 (a CamRest record cut after its location or address)",
     ),
     Pairing(
         "ft-large-prompt-mml-r104",
