@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from mktod.significance import PairedDifference
 from mktod.sysinfo import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the rows table and findings beside this script
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # bench/, for mktod_cli
 from findings import (
     Intervals,
     Results,
@@ -53,6 +53,7 @@ from findings import (
     seq2seq_lines,
     setting_lines,
 )
+from mktod_cli import run_mktod
 from quality_rows import (
     DATASET_NAMES,
     PAPER,
@@ -99,9 +100,7 @@ def evaluate(row: Row, rerun: bool) -> dict[str, Any] | None:
         print(f"skip {row.name}: {row.checkpoint} does not exist (train it first)", file=sys.stderr)
         return json.loads(run_json.read_text()) if run_json.is_file() else None
     if rerun or not run_json.is_file():
-        cmd = command(row)
-        exe = str(Path(sys.executable).parent / "mktod")
-        subprocess.run([exe, *cmd[1:]], cwd=ROOT, check=True)
+        run_mktod(command(row)[1:], capture=False, offline=False)  # its progress bars to the terminal
     run: dict[str, Any] = json.loads(run_json.read_text())
     return run
 
@@ -382,8 +381,7 @@ def warmup_recall(row: Row) -> dict[str, Any] | None:
     cmd += ["--retriever", spec, "--dataset", row.dataset]
     cached = ROOT / "runs" / "quality" / f"{row.dataset}-{row.split}-{cache_name}.json"
     if not cached.is_file():
-        exe = str(Path(sys.executable).parent / "mktod")
-        text = subprocess.run([exe, *cmd[1:]], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        text = run_mktod(cmd[1:], offline=False)
         cached.parent.mkdir(parents=True, exist_ok=True)
         cached.write_text(text, encoding="utf-8")
     scores: dict[str, Any] = json.loads(cached.read_text(encoding="utf-8"))

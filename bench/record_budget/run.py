@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for mktod_cli
+from mktod_cli import MktodError, run_mktod
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "bench" / "results" / "record_budget"
@@ -37,15 +38,11 @@ def training_configs() -> list[Path]:
 
 def measure(config: Path, where: Sequence[str]) -> dict[str, Any]:
     """One config's ``mktod record-budget --json`` object, or ``{"error": the command's last line}``."""
-    exe = str(Path(sys.executable).parent / "mktod")
-    cmd = [exe, "record-budget", "--config", str(config), "--json", *where]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        error = lines[-1] if lines else f"exit status {done.returncode}"
-        return {"error": error.removeprefix("mktod: error: ").replace(f"{ROOT}/", "")}  # as in the repo
-    out: dict[str, Any] = json.loads(done.stdout)
+    try:
+        text = run_mktod(["record-budget", "--config", str(config), "--json", *where])
+    except MktodError as error:
+        return {"error": str(error)}
+    out: dict[str, Any] = json.loads(text)
     return out
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -31,6 +29,9 @@ from typing import Any
 from mktod.cli_common import data_paths
 from mktod.datasets import get_loader
 from mktod.types import Split
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/, for mktod_cli
+from mktod_cli import MktodError, run_mktod
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "bench" / "results" / "tokenizer"
@@ -47,15 +48,11 @@ MAX_TARGET_TOKENS = 48  # every seq2seq config's generator.max_target_tokens
 
 
 def mktod(args: Sequence[str]) -> str:
-    """Run the ``mktod`` beside this interpreter; its stdout, or SystemExit with its last error line."""
-    exe = str(Path(sys.executable).parent / "mktod")
-    done = subprocess.run(
-        [exe, *args], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise SystemExit(f"mktod {' '.join(args)}: {lines[-1] if lines else done.returncode}")
-    return done.stdout
+    """``mktod ARGS``' stdout, or SystemExit naming the command and its last error line."""
+    try:
+        return run_mktod(args)
+    except MktodError as error:
+        raise SystemExit(f"mktod {' '.join(args)}: {error}") from None
 
 
 def coverage(folder: Path, split: Split) -> dict[str, float]:
