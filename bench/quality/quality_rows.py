@@ -194,6 +194,15 @@ ROWS = (
         "runs/camrest-condensed-prefix-smollm2-cpu-r104-nomml",
     ),
     Row(
+        "ft-prefix-mml-r104",
+        "SmolLM2-135M + LoRA, prefix, NLL + MML, whole records (104-token record budget)",
+        "runs/camrest-condensed-prefix-smollm2-cpu-r104/best",
+        "camrest",
+        f"{CAMREST_CPU}--set meta.mode=prefix "
+        "--set output_dir=runs/camrest-condensed-prefix-smollm2-cpu-r104 (CPU, 60 steps x 4 turns)",
+        "runs/camrest-condensed-prefix-smollm2-cpu-r104",
+    ),
+    Row(
         "b2b-prompt-mml",
         "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-cpu/best",
@@ -774,6 +783,30 @@ PAIRINGS = (
         "trained and scored on the dataset-level KB, NLL + MML, the same data, steps and seed",
         "ctr (no tags; the contrastive loss, METHOD.md §3)",
         "prompt meta knowledge",
+    ),
+    Pairing(
+        "ft-prefix-mml-r104",
+        "ft-prefix-nll-r104",
+        "prefix ablation",
+        "whole records (104 tokens), the same data, steps and seed",
+        "with MML",
+        "without MML",
+    ),
+    Pairing(
+        "ft-prompt-mml-r104",
+        "ft-prefix-mml-r104",
+        "meta-knowledge rendering",
+        "whole records (104 tokens), NLL + MML, the same data, steps and seed",
+        "prompt",
+        "prefix",
+    ),
+    Pairing(
+        "ft-prefix-mml-r104",
+        "ft-prefix-mml",
+        "record budget",
+        "prefix, NLL + MML, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
+        "104 tokens a record (none cut)",
+        "48 (a CamRest record cut after its location or address)",
     ),
     Pairing(
         "ft-prefix-nll-r104",
