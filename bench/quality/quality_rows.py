@@ -362,6 +362,18 @@ ROWS = (
         "runs/camrest-large-prompt-smollm2-cpu-r104-nomml",
     ),
     Row(
+        "ft-large-ctr-mml-r104",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, ctr (no tags, contrastive loss), "
+        "NLL + MML + CTR, whole records (104-token record budget)",
+        "runs/camrest-large-ctr-smollm2-cpu-r104/best",
+        "camrest",
+        f"{CAMREST_LARGE}{WHOLE_LARGE}--set meta.mode=none "
+        "--set meta.use_negative=false --set loss.use_ctr=true "
+        "--set output_dir=runs/camrest-large-ctr-smollm2-cpu-r104 (CPU, 60 steps x 4 turns, top-7 of the "
+        "dataset-level KB)",
+        "runs/camrest-large-ctr-smollm2-cpu-r104",
+    ),
+    Row(
         "zs-prompt",
         "SmolLM2-135M zero-shot, prompt meta knowledge",
         "configs/pipelines/smd-smollm2-zeroshot-prompt.yaml",
@@ -815,6 +827,25 @@ PAIRINGS = (
         "prefix, NLL only, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
         "104 tokens a record (none cut)",
         "48 (a CamRest record cut after its location or address)",
+    ),
+    Pairing(
+        "ft-large-ctr-mml-r104",
+        "ft-large-prompt-mml-r104",
+        "large-scale meta knowledge",
+        "trained and scored on the dataset-level KB, whole records (104 tokens), NLL + MML, the same data, "
+        "steps and seed",
+        "ctr (no tags; the contrastive loss, METHOD.md §3)",
+        "prompt meta knowledge",
+    ),
+    Pairing(
+        "ft-large-ctr-mml-r104",
+        "ft-large-ctr-mml",
+        "large-scale record budget",
+        "trained and scored on the dataset-level KB, ctr, NLL + MML + CTR, the same data, steps and seed; "
+        "1 x 4 turns a step against 2 x 2",
+        "104 tokens a record (none cut)",
+        "48 (without tags a record keeps its area and mostly its food, never its phone, postcode or "
+        "price range)",
     ),
     Pairing(
         "ft-large-prompt-mml-r104",
