@@ -756,6 +756,13 @@ FROM_SCRATCH_TOKENIZERS = (  # how a from-scratch tokenizer pairing names its tw
     "cuts every record at the 48-token budget",
 )
 SAME_STEPS = "NLL + MML, same steps"
+# How the CamRest record-budget pairings name their two budgets, and what the whole-records ones hold fixed.
+WHOLE_104 = "104 tokens a record (none cut)"
+CUT_48 = "48 (a CamRest record cut after its location or address)"
+CUT_48_PLAIN = (  # the same budget over records without tags (meta.mode: none)
+    "48 (without tags a record keeps its area and mostly its food, never its phone, postcode or price range)"
+)
+WHOLE_SAME_SEED = "whole records (104 tokens), the same data, steps and seed"
 DETACH_RUNS = (  # how an MML's-gradient pairing names its two runs
     "MML trains the generator and the retriever (the default)",
     "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
@@ -800,7 +807,7 @@ PAIRINGS = (
         "ft-prefix-mml-r104",
         "ft-prefix-nll-r104",
         "prefix ablation",
-        "whole records (104 tokens), the same data, steps and seed",
+        WHOLE_SAME_SEED,
         "with MML",
         "without MML",
     ),
@@ -817,16 +824,16 @@ PAIRINGS = (
         "ft-prefix-mml",
         "record budget",
         "prefix, NLL + MML, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
-        "104 tokens a record (none cut)",
-        "48 (a CamRest record cut after its location or address)",
+        WHOLE_104,
+        CUT_48,
     ),
     Pairing(
         "ft-prefix-nll-r104",
         "ft-prefix-nll",
         "record budget",
         "prefix, NLL only, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
-        "104 tokens a record (none cut)",
-        "48 (a CamRest record cut after its location or address)",
+        WHOLE_104,
+        CUT_48,
     ),
     Pairing(
         "ft-large-ctr-mml-r104",
@@ -843,9 +850,8 @@ PAIRINGS = (
         "large-scale record budget",
         "trained and scored on the dataset-level KB, ctr, NLL + MML + CTR, the same data, steps and seed; "
         "1 x 4 turns a step against 2 x 2",
-        "104 tokens a record (none cut)",
-        "48 (without tags a record keeps its area and mostly its food, never its phone, postcode or "
-        "price range)",
+        WHOLE_104,
+        CUT_48_PLAIN,
     ),
     Pairing(
         "ft-large-prompt-mml-r104",
@@ -862,15 +868,15 @@ PAIRINGS = (
         "large-scale record budget",
         "trained and scored on the dataset-level KB, prompt, NLL + MML, the same data, steps and seed; "
         "1 x 4 turns a step against 2 x 2",
-        "104 tokens a record (none cut)",
-        "48 (a CamRest record cut after its location or address)",
+        WHOLE_104,
+        CUT_48,
     ),
     Pairing(
         "ft-prompt-mml-r104",
         "ft-prompt-mml",
         "record budget",
         "prompt, NLL + MML, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
-        "104 tokens a record (none cut)",
+        WHOLE_104,
         "48 (a CamRest record cut after its location or address: its food, phone, postcode and "
         "price range never shown)",
     ),
@@ -897,15 +903,14 @@ PAIRINGS = (
         "ft-none-mml",
         "record budget",
         "no meta knowledge, NLL + MML, the same data, steps and seed; 2 x 2 turns a step against 4 x 1",
-        "104 tokens a record (none cut)",
-        "48 (without tags a record keeps its area and mostly its food, never its phone, postcode or "
-        "price range)",
+        WHOLE_104,
+        CUT_48_PLAIN,
     ),
     Pairing(
         "ft-prompt-mml-r104",
         "ft-none-mml-r104",
         "meta-knowledge ablation",
-        "whole records (104 tokens), the same data, steps and seed",
+        WHOLE_SAME_SEED,
         "prompt meta knowledge",
         "the records alone (`meta.mode: none`; no tags, so no easy negative either)",
     ),
@@ -920,7 +925,7 @@ PAIRINGS = (
         "ft-prompt-mml-r104",
         "ft-prompt-nll-r104",
         "prompt ablation",
-        "whole records (104 tokens), the same data, steps and seed",
+        WHOLE_SAME_SEED,
         "with MML",
         "without MML",
     ),
@@ -943,7 +948,7 @@ PAIRINGS = (
         "ft-prompt-mml-r104",
         "ft-prompt-mml-r104-detach",
         "MML's gradient",
-        "whole records (104 tokens), the same data, steps and seed",
+        WHOLE_SAME_SEED,
         *DETACH_RUNS,
     ),
     Pairing(
