@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -227,7 +228,8 @@ def test_large_scale_training_is_compared_with_the_condensed_trained_adapter(scr
 
 
 def test_dropout_comparison_names_both_runs_scores_and_recall(script: ModuleType) -> None:
-    fixed, old = _row(script, "b2b-prompt-mml"), _row(script, "b2b-prompt-mml-dropout")
+    fixed = replace(_row(script, "b2b-prompt-mml"), label="BERT2BERT (MiniLM) FiD, prompt, NLL + MML")
+    old = _row(script, "b2b-prompt-mml-dropout")
     base = {"dataset": "camrest", "split": "test", "turns": 539}
     results = [
         (fixed, {**base, "entity_f1": 9.5, "bleu": 8.0, "recall@1": 80.25}),
@@ -237,6 +239,7 @@ def test_dropout_comparison_names_both_runs_scores_and_recall(script: ModuleType
     findings = _findings()
     lines = findings.dropout_lines(results, {("camrest", "b2b-prompt-mml", "b2b-prompt-mml-dropout"): d})
     text = " ".join(lines)
+    assert lines[1].startswith("CamRest BERT2BERT (MiniLM) FiD, MML's likelihoods without dropout")
     assert "9.50 / 8.00 against 6.33 / 8.57" in text
     assert "Entity F1 difference +3.17, 95% interval [+0.50, +6.00]" in text
     assert "test Recall@1 80.25 against 34.29 (+45.96)" in text

@@ -209,13 +209,16 @@ def dropout_lines(runs: Results, intervals: Intervals) -> list[str]:
         for dataset, a, b in paired_runs(runs, first, second):
             d = intervals.get((dataset, first, second))
             kept = a["recall@1"] - b["recall@1"]
+            # Several backbones have such a pair: name it (the label's first part, e.g. "T5-small from
+            # scratch FiD") so that the sentences tell apart.
+            label = next(row.label for row, _ in runs if row.name == first and row.dataset == dataset)
             out += [
                 "",
-                f"{DATASET_NAMES.get(dataset, dataset)}, MML's likelihoods without dropout "
-                "(`loss.mml_dropout: false`, the default) against with dropout (the runs before the option), "
-                f"same config otherwise: Entity F1 / BLEU {a['entity_f1']:.2f} / {a['bleu']:.2f} against "
-                f"{b['entity_f1']:.2f} / {b['bleu']:.2f}{interval_text(d)}; the jointly trained retriever's "
-                f"test Recall@1 {a['recall@1']:.2f} against {b['recall@1']:.2f} ({kept:+.2f}).",
+                f"{DATASET_NAMES.get(dataset, dataset)} {label.split(',')[0]}, MML's likelihoods without "
+                "dropout (`loss.mml_dropout: false`, the default) against with dropout (the runs before the "
+                f"option), same config otherwise: Entity F1 / BLEU {a['entity_f1']:.2f} / {a['bleu']:.2f} "
+                f"against {b['entity_f1']:.2f} / {b['bleu']:.2f}{interval_text(d)}; the jointly trained "
+                f"retriever's test Recall@1 {a['recall@1']:.2f} against {b['recall@1']:.2f} ({kept:+.2f}).",
             ]
     return out
 
