@@ -374,6 +374,17 @@ ROWS = (
         "runs/camrest-large-ctr-smollm2-cpu-r104",
     ),
     Row(
+        "ft-large-none-mml-r104",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, no meta knowledge, NLL + MML, whole records "
+        "(104-token record budget)",
+        "runs/camrest-large-none-smollm2-cpu-r104/best",
+        "camrest",
+        f"{CAMREST_LARGE}{WHOLE_LARGE}--set meta.mode=none --set meta.use_negative=false "
+        "--set output_dir=runs/camrest-large-none-smollm2-cpu-r104 (CPU, 60 steps x 4 turns, top-7 of the "
+        "dataset-level KB)",
+        "runs/camrest-large-none-smollm2-cpu-r104",
+    ),
+    Row(
         "zs-prompt",
         "SmolLM2-135M zero-shot, prompt meta knowledge",
         "configs/pipelines/smd-smollm2-zeroshot-prompt.yaml",
@@ -763,6 +774,10 @@ CUT_48_PLAIN = (  # the same budget over records without tags (meta.mode: none)
     "48 (without tags a record keeps its area and mostly its food, never its phone, postcode or price range)"
 )
 WHOLE_SAME_SEED = "whole records (104 tokens), the same data, steps and seed"
+LARGE_WHOLE_MML = (
+    "trained and scored on the dataset-level KB, whole records (104 tokens), NLL + MML, the same data, "
+    "steps and seed"
+)
 DETACH_RUNS = (  # how an MML's-gradient pairing names its two runs
     "MML trains the generator and the retriever (the default)",
     "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
@@ -839,8 +854,7 @@ PAIRINGS = (
         "ft-large-ctr-mml-r104",
         "ft-large-prompt-mml-r104",
         "large-scale meta knowledge",
-        "trained and scored on the dataset-level KB, whole records (104 tokens), NLL + MML, the same data, "
-        "steps and seed",
+        LARGE_WHOLE_MML,
         "ctr (no tags; the contrastive loss, METHOD.md §3)",
         "prompt meta knowledge",
     ),
@@ -852,6 +866,22 @@ PAIRINGS = (
         "1 x 4 turns a step against 2 x 2",
         WHOLE_104,
         CUT_48_PLAIN,
+    ),
+    Pairing(
+        "ft-large-prompt-mml-r104",
+        "ft-large-none-mml-r104",
+        "large-scale meta-knowledge ablation",
+        LARGE_WHOLE_MML,
+        "prompt meta knowledge",
+        "the records alone (`meta.mode: none`; no tags, so no easy negative either)",
+    ),
+    Pairing(
+        "ft-large-ctr-mml-r104",
+        "ft-large-none-mml-r104",
+        "large-scale contrastive loss",
+        LARGE_WHOLE_MML,
+        "with CTR (METHOD.md §3)",
+        "without (`loss.use_ctr: false`)",
     ),
     Pairing(
         "ft-large-prompt-mml-r104",
@@ -997,7 +1027,10 @@ BACKBONE_PAIRS = (  # the seq2seq backbones, from-scratch first
 )
 # The same seq2seq run with MML's likelihoods computed without dropout (loss.mml_dropout false, the
 # default) and with it (before the option existed), the fixed run first.
-DROPOUT_PAIRS = (("b2b-prompt-mml", "b2b-prompt-mml-dropout"), ("t5-prompt-mml", "t5-prompt-mml-dropout"))
+DROPOUT_PAIRS = (
+    ("b2b-prompt-mml", "b2b-prompt-mml-dropout"),
+    ("t5-prompt-mml", "t5-prompt-mml-dropout"),
+)
 
 
 class SettingPair(NamedTuple):
