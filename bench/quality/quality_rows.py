@@ -305,6 +305,21 @@ ROWS = (
         backbone="t5-scratch-bpe",
     ),
     Row(
+        "t5-bpe-prompt-mml",
+        "T5-small from scratch with a BPE tokenizer learnt on its inputs, prompt, NLL + MML",
+        "runs/camrest-condensed-prompt-t5-cpu-bpe/best",
+        "camrest",
+        "mktod build-backbone --kind t5-scratch --dataset camrest --size small "
+        "--out runs/backbones/camrest-t5-small-bpe; "
+        "mktod train --config configs/camrest-condensed-prompt-t5-cpu.yaml "
+        "--set generator.model=runs/backbones/camrest-t5-small-bpe "
+        "--set output_dir=runs/camrest-condensed-prompt-t5-cpu-bpe (CPU, 400 steps x 8 turns)",
+        "runs/camrest-condensed-prompt-t5-cpu-bpe",
+        limit=None,
+        batch_size=16,
+        backbone="t5-scratch-bpe",
+    ),
+    Row(
         "lora-warmup-condensed",
         "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
         "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
@@ -1030,6 +1045,7 @@ BACKBONE_PAIRS = (  # the seq2seq backbones, from-scratch first
 DROPOUT_PAIRS = (
     ("b2b-prompt-mml", "b2b-prompt-mml-dropout"),
     ("t5-prompt-mml", "t5-prompt-mml-dropout"),
+    ("t5-bpe-prompt-mml", "t5-bpe-prompt-mml-dropout"),
 )
 
 
