@@ -43,6 +43,8 @@ MWOZ_80 = f"{MWOZ_CPU}--set generator.max_record_tokens=80 "
 # records a turn) since its record-budget row; the large-scale rows trained before it ran with LARGE_48.
 CAMREST_LARGE = "mktod train --config configs/camrest-large-prompt-smollm2-cpu.yaml "
 WHOLE_LARGE = "--set generator.max_record_tokens=104 --set optim.batch_size=1 --set optim.grad_accum=4 "
+# configs/mwoz-large-prompt-smollm2-cpu.yaml keeps 80 record tokens, as its first rows trained.
+MWOZ_LARGE = "mktod train --config configs/mwoz-large-prompt-smollm2-cpu.yaml "
 LARGE_48 = "--set generator.max_record_tokens=48 --set optim.batch_size=2 --set optim.grad_accum=2 "
 # configs/smd-condensed-prompt-smollm2-cpu.yaml keeps 48 tokens (the whole-records row sets its own).
 SMD_CPU = "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml "
@@ -400,6 +402,17 @@ ROWS = (
         "runs/camrest-large-none-smollm2-cpu-r104",
     ),
     Row(
+        "ft-large-prompt-mml-noneg-r104",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, prompt, NLL + MML without the negative in "
+        "MML, whole records (104-token record budget)",
+        "runs/camrest-large-prompt-smollm2-cpu-r104-noneg/best",
+        "camrest",
+        f"{CAMREST_LARGE}{WHOLE_LARGE}--set loss.mml_negative=false "
+        "--set output_dir=runs/camrest-large-prompt-smollm2-cpu-r104-noneg (CPU, 60 steps x 4 turns, "
+        "top-7 of the dataset-level KB)",
+        "runs/camrest-large-prompt-smollm2-cpu-r104-noneg",
+    ),
+    Row(
         "zs-prompt",
         "SmolLM2-135M zero-shot, prompt meta knowledge",
         "configs/pipelines/smd-smollm2-zeroshot-prompt.yaml",
@@ -594,8 +607,7 @@ ROWS = (
         "SmolLM2-135M + LoRA trained on large-scale retrievals, prompt, NLL + MML",
         "runs/mwoz-large-prompt-smollm2-cpu/best",
         "mwoz",
-        "mktod train --config configs/mwoz-large-prompt-smollm2-cpu.yaml (CPU, 30 steps x 4 turns, "
-        "top-7 of the dataset-level KB)",
+        f"{MWOZ_LARGE.rstrip()} (CPU, 30 steps x 4 turns, top-7 of the dataset-level KB)",
         "runs/mwoz-large-prompt-smollm2-cpu",
     ),
     Row(
@@ -604,8 +616,7 @@ ROWS = (
         "NLL + MML + CTR",
         "runs/mwoz-large-ctr-smollm2-cpu/best",
         "mwoz",
-        "mktod train --config configs/mwoz-large-prompt-smollm2-cpu.yaml --set meta.mode=none "
-        "--set meta.use_negative=false --set loss.use_ctr=true "
+        f"{MWOZ_LARGE}--set meta.mode=none --set meta.use_negative=false --set loss.use_ctr=true "
         "--set output_dir=runs/mwoz-large-ctr-smollm2-cpu (CPU, 30 steps x 4 turns, top-7 of the "
         "dataset-level KB)",
         "runs/mwoz-large-ctr-smollm2-cpu",
@@ -897,6 +908,14 @@ PAIRINGS = (
         LARGE_WHOLE_MML,
         "with CTR (METHOD.md §3)",
         "without (`loss.use_ctr: false`)",
+    ),
+    Pairing(
+        "ft-large-prompt-mml-r104",
+        "ft-large-prompt-mml-noneg-r104",
+        "large-scale easy negative",
+        LARGE_WHOLE_MML,
+        "negative in the MML set (METHOD.md §4, the default)",
+        "MML over the retrieved records only (`loss.mml_negative: false`)",
     ),
     Pairing(
         "ft-large-prompt-mml-r104",
