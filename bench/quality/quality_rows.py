@@ -622,6 +622,36 @@ ROWS = (
         "runs/mwoz-large-ctr-smollm2-cpu",
     ),
     Row(
+        "ft-large-none-mml",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, no meta knowledge, NLL + MML",
+        "runs/mwoz-large-none-smollm2-cpu/best",
+        "mwoz",
+        f"{MWOZ_LARGE}--set meta.mode=none --set meta.use_negative=false "
+        "--set output_dir=runs/mwoz-large-none-smollm2-cpu (CPU, 30 steps x 4 turns, top-7 of the "
+        "dataset-level KB)",
+        "runs/mwoz-large-none-smollm2-cpu",
+    ),
+    Row(
+        "ft-large-prompt-nll",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, prompt, NLL only (w/o MML)",
+        "runs/mwoz-large-prompt-smollm2-cpu-nomml/best",
+        "mwoz",
+        f"{MWOZ_LARGE}--set loss.use_mml=false --set output_dir=runs/mwoz-large-prompt-smollm2-cpu-nomml "
+        "(CPU, 30 steps x 4 turns, top-7 of the dataset-level KB)",
+        "runs/mwoz-large-prompt-smollm2-cpu-nomml",
+    ),
+    Row(
+        "ft-large-prompt-mml-noneg",
+        "SmolLM2-135M + LoRA trained on large-scale retrievals, prompt, NLL + MML without the negative in "
+        "MML",
+        "runs/mwoz-large-prompt-smollm2-cpu-noneg/best",
+        "mwoz",
+        f"{MWOZ_LARGE}--set loss.mml_negative=false "
+        "--set output_dir=runs/mwoz-large-prompt-smollm2-cpu-noneg (CPU, 30 steps x 4 turns, top-7 of "
+        "the dataset-level KB)",
+        "runs/mwoz-large-prompt-smollm2-cpu-noneg",
+    ),
+    Row(
         "ft-prompt-nll",
         "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML)",
         "runs/mwoz-condensed-prompt-smollm2-cpu-nomml/best",
@@ -804,6 +834,7 @@ LARGE_WHOLE_MML = (
     "trained and scored on the dataset-level KB, whole records (104 tokens), NLL + MML, the same data, "
     "steps and seed"
 )
+LARGE_MML = "trained and scored on the dataset-level KB, NLL + MML, the same data, steps and seed"
 DETACH_RUNS = (  # how an MML's-gradient pairing names its two runs
     "MML trains the generator and the retriever (the default)",
     "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
@@ -840,7 +871,7 @@ PAIRINGS = (
         "ft-large-ctr-mml",
         "ft-large-prompt-mml",
         "large-scale meta knowledge",
-        "trained and scored on the dataset-level KB, NLL + MML, the same data, steps and seed",
+        LARGE_MML,
         "ctr (no tags; the contrastive loss, METHOD.md §3)",
         "prompt meta knowledge",
     ),
@@ -916,6 +947,38 @@ PAIRINGS = (
         LARGE_WHOLE_MML,
         "negative in the MML set (METHOD.md §4, the default)",
         "MML over the retrieved records only (`loss.mml_negative: false`)",
+    ),
+    Pairing(
+        "ft-large-prompt-mml",
+        "ft-large-none-mml",
+        "large-scale meta-knowledge ablation",
+        LARGE_MML,
+        "prompt meta knowledge",
+        "the records alone (`meta.mode: none`; no tags, so no easy negative either)",
+    ),
+    Pairing(
+        "ft-large-ctr-mml",
+        "ft-large-none-mml",
+        "large-scale contrastive loss",
+        LARGE_MML,
+        "with CTR (METHOD.md §3)",
+        "without (`loss.use_ctr: false`)",
+    ),
+    Pairing(
+        "ft-large-prompt-mml",
+        "ft-large-prompt-mml-noneg",
+        "large-scale easy negative",
+        LARGE_MML,
+        "negative in the MML set (METHOD.md §4, the default)",
+        "MML over the retrieved records only (`loss.mml_negative: false`)",
+    ),
+    Pairing(
+        "ft-large-prompt-mml",
+        "ft-large-prompt-nll",
+        "large-scale prompt ablation",
+        "trained and scored on the dataset-level KB, the same data, steps and seed",
+        "with MML",
+        "without MML",
     ),
     Pairing(
         "ft-large-prompt-mml-r104",
