@@ -32,11 +32,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
 from mktod.errors import ConfigError
+
+try:
+    import faiss
+except ImportError as exc:  # say what needs it and what to install, not just the module name
+    raise ImportError(
+        "mktod's FAISS index (large-scale KBs, the dialogue service's KB) needs faiss: "
+        "pip install faiss-cpu (or faiss-gpu-cu12). Condensed-KB training and evaluation run without it."
+    ) from exc
+
 from mktod.faiss_parts import (
     first_line,
     hnsw_of,

@@ -3,7 +3,9 @@
 Every retriever ranks the records of the KB it is given, so the setting is the caller's choice of KB:
 a dialogue's own rows (condensed) or the dataset-level KB (large-scale). `build_index(kb)` prepares a
 KB that will be searched many times (the dense retriever embeds it once into a FAISS index; BM25 builds
-its term statistics once); a KB without an index is scored directly, with the same ranking.
+its term statistics once); a KB without an index is scored directly, with the same ranking. faiss is
+imported only when an index is built, so condensed-KB training and evaluation run where it is not
+installed (a GPU machine that carries only the project's pure-Python dependencies, say).
 
 Ties keep KB order (stable sort), so rankings are deterministic.
 """
@@ -15,7 +17,7 @@ import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -25,9 +27,11 @@ from torch import Tensor
 
 from mktod.encoder import DenseEncoder
 from mktod.errors import ConfigError
-from mktod.index import VectorIndex
 from mktod.kb import linearise, value_text
 from mktod.types import KB, Hit, Record
+
+if TYPE_CHECKING:
+    from mktod.index import VectorIndex
 
 _RETRIEVER_FILE = "retriever.json"
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -183,6 +187,8 @@ class Retriever:
         }  # kept only for records still in the KB, so memory follows the KB's size
         if embedded is not None:
             vectors.update(zip(new, embedded, strict=True))
+        from mktod.index import VectorIndex  # faiss, only where an index is built (module docstring)
+
         index = VectorIndex(self.encoder.dim, self.index_spec)
         if texts:
             # Positional ids: record ids need not be unique across a hand-made KB; positions are.
