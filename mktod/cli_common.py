@@ -61,6 +61,17 @@ def positive_int(text: str) -> int:
     return _count(text, 1)
 
 
+def positive_minutes(text: str) -> float:
+    """An argparse type for a time budget in minutes, such as --max-time (fractions allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text!r}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """An argparse type for counts where 0 means none, such as --demos."""
     return _count(text, 0)

@@ -21,6 +21,7 @@ from mktod.cli_common import (
     command_line,
     offline_data_paths,
     positive_int,
+    positive_minutes,
 )
 from mktod.errors import ConfigError
 from mktod.generators.backbones import (  # no torch: cheap at parser build time
@@ -31,6 +32,9 @@ from mktod.generators.backbones import (  # no torch: cheap at parser build time
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    # --max-time counts from here: loading data and models is inside the budget a lent machine or a
+    # job scheduler gives.
+    started = time.monotonic()
     paths = offline_data_paths(args)  # before the imports below: the hub client reads it on import
 
     from mktod.config import load_config
@@ -41,8 +45,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, Path(args.config), list(args.set or []))
     # Several processes when started by torchrun or `accelerate launch` (WORLD_SIZE > 1): data parallel.
     launch = Launch.from_env(os.environ)
-    started = time.monotonic()
-    result = train(cfg, paths, device=args.device, resume=args.resume, command=command_line(), launch=launch)
+    deadline = started + 60 * args.max_time if args.max_time is not None else None
+    result = train(
+        cfg,
+        paths,
+        device=args.device,
+        resume=args.resume,
+        command=command_line(),
+        launch=launch,
+        deadline=deadline,
+    )
     if launch.rank != 0:  # one summary per run, not one per process
         return 0
     out = result_dict(result)
@@ -235,6 +247,14 @@ def add_train_commands(subparsers: Any) -> None:
     )
     add_path_options(train)
     add_training_options(train, "configs/camrest-condensed-prefix.yaml", "optim.lr=5e-5")
+    train.add_argument(
+        "--max-time",
+        type=positive_minutes,
+        metavar="MINUTES",
+        help="stop before this many minutes from the command's start: after the last step expected to "
+        "end in time, evaluate on dev and save last/ (continue later with --resume). For a machine "
+        "lent for a fixed time or a job scheduler's limit; leave room for one dev evaluation and save",
+    )
     train.set_defaults(handler=cmd_train)
 
     rb = subparsers.add_parser(

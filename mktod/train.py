@@ -87,6 +87,7 @@ class TrainResult:
     losses: dict[str, float]  # mean of the last step's micro-batches: loss, nll, mml, ctr
     best_entity_f1: float | None
     best_step: int | None
+    out_of_time: bool = False  # stopped before optim.max_steps by the deadline; --resume continues
 
 
 def _shared_best(
@@ -161,19 +162,41 @@ def train(
     resume: bool = False,
     command: str = "",
     launch: Launch = SINGLE,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train jointly from step 0 (or ``last/`` with ``resume``); returns where the checkpoints are.
 
     ``launch``: this process's place among several (one per device) training one model together.
+    ``deadline``: a ``time.monotonic()`` time by which to stop. The run stops after the last step that
+    is expected to end before it (judged by the step just taken), then evaluates on dev, saves ``last/``
+    and returns with ``out_of_time`` set, as at ``optim.max_steps``; ``resume`` continues it. For a
+    machine lent for a fixed time or a scheduler's time limit. The final evaluation and save come
+    after the deadline: leave them room.
     """
     _check_launch(launch, cfg.optim.batch_size)
     device = launch.device(device)
     with process_group(launch, device) as group:
-        return _train(cfg, paths, device, resume, command, group)
+        return _train(cfg, paths, device, resume, command, group, deadline)
+
+
+def _out_of_time(group: Group, deadline: float | None, step_started: float) -> bool:
+    """Whether another step like the one that began at ``step_started`` would end past ``deadline``.
+
+    Rank 0's clock decides for every process, so that all stop at the same step."""
+    if deadline is None:
+        return False
+    now = time.monotonic()
+    return bool(group.broadcast([float(now + (now - step_started) > deadline)])[0])
 
 
 def _train(
-    cfg: TrainConfig, paths: DataPaths, device: str, resume: bool, command: str, group: Group
+    cfg: TrainConfig,
+    paths: DataPaths,
+    device: str,
+    resume: bool,
+    command: str,
+    group: Group,
+    deadline: float | None,
 ) -> TrainResult:
     out = Path(cfg.output_dir)
     last_dir, best_dir = out / "last", out / "best"
@@ -262,7 +285,9 @@ def _train(
     retriever.encoder.train(not cfg.retriever.freeze)
     bar = tqdm(total=opt.max_steps, initial=step, desc="joint training", unit="step", disable=not main)
     started = time.monotonic()
-    while step < opt.max_steps:
+    out_of_time = False
+    while step < opt.max_steps and not out_of_time:
+        step_started = time.monotonic()
         # Large-scale: top-K comes from an index of KB embeddings refreshed every refresh_every steps.
         if (
             large
@@ -334,6 +359,8 @@ def _train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        out_of_time = step < opt.max_steps and _out_of_time(group, deadline, step_started)
+        final = step == opt.max_steps or out_of_time  # evaluated, logged and saved, whatever the cadence
         sums = group.sum_present(sums, ("total", "nll", "mml", "ctr"))  # each share is its part of the mean
         last = {("loss" if k == "total" else k): v for k, v in sums.items()}
         bar.update(1)
@@ -348,9 +375,7 @@ def _train(
             "lr": rates[0],
             "lr_retriever": 0.0 if cfg.retriever.freeze else rates[-1],
         }
-        evaluating = (
-            dev is not None and vocab is not None and (step % opt.eval_every == 0 or step == opt.max_steps)
-        )
+        evaluating = dev is not None and vocab is not None and (step % opt.eval_every == 0 or final)
         if evaluating and main and dev is not None and vocab is not None:
             pipeline = Pipeline(
                 retriever,
@@ -380,7 +405,7 @@ def _train(
                 retriever.build_index(global_kb)
             index_step = step if large else index_step  # evaluation re-indexed the KB with current weights
             best_f1, best_step = _shared_best(group, best_f1, best_step)  # the others wait here
-        if main and (step % opt.log_every == 0 or step == opt.max_steps or "dev" in entry):
+        if main and (step % opt.log_every == 0 or final or "dev" in entry):
             entry["elapsed_s"] = round(time.monotonic() - started, 1)
             diag = meter.flush()  # the means since the last written entry
             if diag:
@@ -393,7 +418,7 @@ def _train(
                     cuts_told = True
             with log_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
-        if step % opt.save_every == 0 or step == opt.max_steps:
+        if step % opt.save_every == 0 or final:
             if main:
                 state = {
                     "step": step,
@@ -410,8 +435,12 @@ def _train(
                 retriever.build_index(global_kb)
                 index_step = step
     bar.close()
+    if out_of_time and main:
+        tqdm.write(
+            f"stopped at step {step} of {opt.max_steps}: out of time; continue with --resume", file=sys.stderr
+        )
     best = best_dir if is_complete(best_dir) else None
-    return TrainResult(out, last_dir, best, start_step, step, last, best_f1, best_step)
+    return TrainResult(out, last_dir, best, start_step, step, last, best_f1, best_step, out_of_time)
 
 
 def result_dict(result: TrainResult) -> dict[str, Any]:

@@ -134,3 +134,21 @@ def test_checkpoint_arguments_share_options_the_evaluate_parser_already_has() ->
         "cpu",
         16,
     )
+
+
+def test_train_max_time_takes_positive_minutes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    paths = write_data(tmp_path)
+    config = tmp_path / "run.yaml"
+    dump_config(tiny_config(tmp_path, "timed", "optim.max_steps=2"), config)
+    args = ["train", "--config", str(config), *path_args(paths)]
+    for bad in ("0", "-1", "soon", "inf"):
+        with pytest.raises(SystemExit):
+            main([*args, "--max-time", bad])
+        assert "--max-time" in capsys.readouterr().err
+    # An hour is plenty for two tiny steps: the run ends at max_steps, and says it was not cut short.
+    assert main([*args, "--max-time", "60"]) == 0
+    trained = _json(capsys)
+    assert trained["steps"] == 2 and trained["out_of_time"] is False

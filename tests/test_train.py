@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,25 @@ def test_backbone_twins_differ_only_in_the_backbone(dataset: str) -> None:
     b2b["optim"].pop("lr"), t5["optim"].pop("lr")  # random weights take a higher learning rate
     assert b2b.pop("output_dir") != t5.pop("output_dir")
     assert b2b == t5
+
+
+def test_a_deadline_stops_after_the_step_that_would_overrun_then_resume_finishes(
+    root: Path, paths: DataPaths
+) -> None:
+    overrides = ("optim.max_steps=3", "optim.eval_every=100", "optim.save_every=100")
+    # A deadline already passed: the first step is taken, then the run stops as it would at max_steps
+    # (dev evaluation, best/ and last/ saved, the step logged) although no cadence falls on step 1.
+    cut = train(tiny_config(root, "deadline", *overrides), paths, deadline=time.monotonic())
+    assert cut.out_of_time and cut.steps == 1
+    assert checkpoint_step(root / "deadline" / "last") == 1
+    assert cut.best_step == 1 and checkpoint_step(root / "deadline" / "best") == 1
+    log = _log(root / "deadline")
+    assert [e["step"] for e in log] == [1] and "dev" in log[0]
+
+    resumed = train(tiny_config(root, "deadline", *overrides), paths, resume=True)
+    assert not resumed.out_of_time and (resumed.start_step, resumed.steps) == (1, 3)
+    assert [e["step"] for e in _log(root / "deadline")] == [1, 2, 3]
+
+    # A deadline far off changes nothing: the run ends at max_steps.
+    roomy = train(tiny_config(root, "roomy", *overrides), paths, deadline=time.monotonic() + 3600)
+    assert not roomy.out_of_time and roomy.steps == 3
