@@ -202,7 +202,8 @@ def measure(row: Row, run: dict[str, Any]) -> dict[str, Any]:
         "dev_curve": curve,
         "dev_best": list(best) if best else None,
         "warmup_recall": warmup_recall(row),
-        "machine": machine(),
+        # A row scored elsewhere (bench/device/import_run.py: a lent GPU) says where; else this machine.
+        "machine": run.get("machine") or machine(),
     }
 
 
