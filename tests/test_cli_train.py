@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import path_args, tiny_config, write_data
+from train_helpers import path_args, write_data, write_tiny_config
 
 from mktod.cli import main
 from mktod.cli_train import add_checkpoint_arguments
-from mktod.config import dump_config
 
 torch.set_num_threads(1)
 
@@ -27,10 +26,7 @@ def test_train_then_evaluate_the_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    paths = write_data(tmp_path)
-    config = tmp_path / "run.yaml"
-    dump_config(tiny_config(tmp_path, "run", "optim.max_steps=2"), config)
-    where = path_args(paths)
+    config, where = write_tiny_config(tmp_path, "run", "optim.max_steps=2")
 
     assert main(["train", "--config", str(config), *where, "--set", "optim.eval_every=1"]) == 0
     printed = capsys.readouterr()
@@ -140,10 +136,8 @@ def test_train_max_time_takes_positive_minutes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    paths = write_data(tmp_path)
-    config = tmp_path / "run.yaml"
-    dump_config(tiny_config(tmp_path, "timed", "optim.max_steps=2"), config)
-    args = ["train", "--config", str(config), *path_args(paths)]
+    config, where = write_tiny_config(tmp_path, "timed", "optim.max_steps=2")
+    args = ["train", "--config", str(config), *where]
     for bad in ("0", "-1", "soon", "inf"):
         with pytest.raises(SystemExit):
             main([*args, "--max-time", bad])

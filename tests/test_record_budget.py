@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import path_args, tiny_config, write_data
+from train_helpers import tiny_config, write_tiny_config
 
 from mktod.cli import main
-from mktod.config import dump_config
 from mktod.generators.base import build_generator
 from mktod.meta import MetaMode, TaggedRecord, render
 from mktod.record_budget import (
@@ -128,10 +127,8 @@ def test_record_budget_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    paths = write_data(tmp_path)
-    config = tmp_path / "run.yaml"
-    dump_config(tiny_config(tmp_path, "run"), config)  # generator.max_record_tokens=24 cuts its records
-    args = ["record-budget", "--config", str(config), *path_args(paths)]
+    config, where = write_tiny_config(tmp_path, "run")  # generator.max_record_tokens=24 cuts its records
+    args = ["record-budget", "--config", str(config), *where]
 
     assert main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -15,7 +15,7 @@ import torch
 from retriever_helpers import CAMREST_SAMPLE, save_tiny_model, write_camrest_sample
 from transformers import T5Config, T5ForConditionalGeneration
 
-from mktod.config import load_config
+from mktod.config import dump_config, load_config
 from mktod.datasets import DataPaths
 from mktod.generators.backbones import train_unigram_tokenizer
 from mktod.train_config import TrainConfig
@@ -110,6 +110,15 @@ def tiny_config(root: Path, out: str, *overrides: str) -> TrainConfig:
         "optim.log_every=1",
     ]
     return load_config(TrainConfig, None, [*base, *overrides])
+
+
+def write_tiny_config(root: Path, out: str, *overrides: str) -> tuple[Path, list[str]]:
+    """``tiny_config`` written to ``root/<out>.yaml`` over the sample data: the config file and the path
+    options, for tests that go through the command line."""
+    paths = write_data(root)
+    config = root / f"{out}.yaml"
+    dump_config(tiny_config(root, out, *overrides), config)
+    return config, path_args(paths)
 
 
 def crash_after_step(step: int, save: Callable[..., Path]) -> Callable[..., Path]:
