@@ -114,7 +114,7 @@ def test_run_trains_and_scores_each_variant_without_the_missing_packages_then_im
     command = [sys.executable, str(ROOT / "bench" / "device" / "run.py"), "--dataset", "camrest"]
     command += ["--variant", "prompt", "--variant", "prompt-nll", "--device", "cpu", "--budget", "1200"]
     command += ["--reserve", "10", "--kit", str(kit), "--work", str(work), "--out", str(out)]
-    command += ["--test-limit", "3", "--eval-batch-size", "2"]
+    command += ["--test-limit", "3", "--eval-batch-size", "2", "--preflight"]
     command += [a for s in tiny for a in ("--set", s)] + [a for s in warmup for a in ("--retriever-set", s)]
     env = {**os.environ, "PYTHONPATH": str(blocked), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200, check=False)
@@ -125,6 +125,8 @@ def test_run_trains_and_scores_each_variant_without_the_missing_packages_then_im
     assert [s["name"] for s in summary["steps"]] == [
         "warm-up retriever",
         "backbone",
+        "train camrest-preflight",
+        "test camrest-preflight",
         "train camrest-prompt",
         "test camrest-prompt",
         "train camrest-prompt-nll",
@@ -136,6 +138,9 @@ def test_run_trains_and_scores_each_variant_without_the_missing_packages_then_im
         assert entry["test"]["turns"] == 3 and "entity_f1" in entry["test"]
         assert entry["command"][:2] == ["mktod", "train"] and "--max-time" in entry["command"]
     assert "loss.use_mml=false" in summary["variants"]["camrest-prompt-nll"]["command"]
+    preflight = summary["variants"]["camrest-preflight"]  # the first variant's config, 2 steps, 4 turns
+    assert preflight["steps"] == 2 and preflight["test"]["turns"] == 4
+    assert "optim.eval_every=1" in preflight["command"]
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"commands.log", "camrest-prompt/log.jsonl", "camrest-prompt/test/predictions.txt"} <= names

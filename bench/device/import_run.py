@@ -90,6 +90,8 @@ def import_run(source: Path, root: Path, prefix: str) -> list[str]:
             )
             continue
         variant = name.removeprefix(f"{dataset}-")
+        if variant not in LABELS:  # run.py's preflight: a check of the code paths, not a result
+            continue
         row = f"{prefix}{variant}"
         # The files as unpacked here, wherever run.py's --work put them there.
         outputs = {

@@ -215,6 +215,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--retriever-set", action="append", default=[], metavar="KEY=VALUE", help="for the warm-up"
     )
+    p.add_argument(
+        "--preflight",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="first a 2-step run of the first variant through every step, on 4 dev and test turns; the "
+        "long runs only if it passes (default: on cuda)",
+    )
     p.add_argument("--kit", type=Path, default=KIT, help="what prepare.py packed (default .device/)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "device")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "runs" / "device-out")))
@@ -244,12 +251,17 @@ def warm_up_and_build(runner: Runner, args: argparse.Namespace, encoder: Path, p
 
 
 def train_and_test(
-    runner: Runner, args: argparse.Namespace, variant: str, seconds: float, extra: Sequence[str]
+    runner: Runner,
+    args: argparse.Namespace,
+    variant: str,
+    name: str,
+    seconds: float,
+    extra: Sequence[str],
+    test_limit: int | None,
 ) -> dict[str, Any]:
     """One variant: ``mktod train --max-time`` on its config, then its best checkpoint on test."""
     ds, work = args.dataset, args.work
     config_name, overrides = VARIANTS[variant]
-    name = f"{ds}-{variant}"
     config = ROOT / "configs" / f"{ds}-{config_name}.yaml"
     overrides = (*overrides, *batching(config, args.micro), *extra)
     paths = (
@@ -264,7 +276,7 @@ def train_and_test(
     if trained.result is None:
         return entry
     entry |= {k: trained.result.get(k) for k in ("steps", "out_of_time", "best_step", "best_entity_f1")}
-    limit = ["--limit", str(args.test_limit)] if args.test_limit else []
+    limit = ["--limit", str(test_limit)] if test_limit else []
     where = ["--checkpoint", rel(work / name / "best"), "--dataset", ds, "--split", "test"]
     how = [
         "--out",
@@ -276,6 +288,19 @@ def train_and_test(
     ]
     scored = runner.mktod(f"test {name}", ["evaluate", *where, *how, *limit], parse_json=True)
     return entry | {"test": scored.result, "test_wall_s": scored.wall_s}
+
+
+# The preflight run: every code path of a variant (training steps, dev evaluation, checkpoints, loading
+# the best one, the test pass) on the device in well under a minute, so that a fault in one of them
+# shows before the budget goes into a long run rather than after it.
+PREFLIGHT = ("optim.max_steps=2", "optim.eval_every=1", "optim.eval_limit=4", "optim.save_every=1")
+
+
+def preflight(runner: Runner, args: argparse.Namespace, variant: str, extra: Sequence[str]) -> bool:
+    name = f"{args.dataset}-preflight"
+    entry = train_and_test(runner, args, variant, name, 600.0, [*extra, *PREFLIGHT], test_limit=4)
+    runner.report.variants[name] = entry
+    return entry.get("test") is not None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,8 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report(args.dataset, args.device, machine(args.device))
     runner = Runner(kit_dir, work, work / "data", report, log)
 
-    if warm_up_and_build(runner, args, encoder, precision):
-        extra = [f"optim.precision={precision}", f"optim.eval_batch_size={args.eval_batch_size}", *args.set]
+    extra = [f"optim.precision={precision}", f"optim.eval_batch_size={args.eval_batch_size}", *args.set]
+    checked = warm_up_and_build(runner, args, encoder, precision)
+    if checked and (args.preflight if args.preflight is not None else on_gpu):
+        checked = preflight(runner, args, variants[0], extra)
+    if checked:
         for i, variant in enumerate(variants):
             # The variants still to run share what is left, each keeping its reserve for after training.
             left = len(variants) - i
@@ -314,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if share < 30:
                 report.variants[name] = {"skipped": f"{share:.0f} s of training time left"}
                 continue
-            report.variants[name] = train_and_test(runner, args, variant, share, extra)
+            report.variants[name] = train_and_test(runner, args, variant, name, share, extra, args.test_limit)
 
     pack_results(work, list(report.variants), out / "results.tar.gz", log)
     summary = asdict(report)
