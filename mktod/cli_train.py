@@ -251,9 +251,9 @@ def add_train_commands(subparsers: Any) -> None:
         "--max-time",
         type=positive_minutes,
         metavar="MINUTES",
-        help="stop before this many minutes from the command's start: after the last step expected to "
-        "end in time, evaluate on dev and save last/ (continue later with --resume). For a machine "
-        "lent for a fixed time or a job scheduler's limit; leave room for one dev evaluation and save",
+        help="end within this many minutes of the command's start: stop after the last step that leaves "
+        "time for another step and a dev evaluation, evaluate on dev and save last/ (continue later with "
+        "--resume). For a machine lent for a fixed time or a job scheduler's limit",
     )
     train.set_defaults(handler=cmd_train)
 

@@ -167,11 +167,11 @@ def train(
     """Train jointly from step 0 (or ``last/`` with ``resume``); returns where the checkpoints are.
 
     ``launch``: this process's place among several (one per device) training one model together.
-    ``deadline``: a ``time.monotonic()`` time by which to stop. The run stops after the last step that
-    is expected to end before it (judged by the step just taken), then evaluates on dev, saves ``last/``
-    and returns with ``out_of_time`` set, as at ``optim.max_steps``; ``resume`` continues it. For a
-    machine lent for a fixed time or a scheduler's time limit. The final evaluation and save come
-    after the deadline: leave them room.
+    ``deadline``: a ``time.monotonic()`` time by which to end. The run stops after the last step that
+    leaves time for another step and a dev evaluation (judged by the step just taken and the last
+    evaluation), then evaluates on dev, saves ``last/`` and returns with ``out_of_time`` set, as at
+    ``optim.max_steps``; ``resume`` continues it. For a machine lent for a fixed time or a scheduler's
+    time limit. Saving the checkpoints comes on top: leave it a little room.
     """
     _check_launch(launch, cfg.optim.batch_size)
     device = launch.device(device)
@@ -179,14 +179,19 @@ def train(
         return _train(cfg, paths, device, resume, command, group, deadline)
 
 
-def _out_of_time(group: Group, deadline: float | None, step_started: float) -> bool:
-    """Whether another step like the one that began at ``step_started`` would end past ``deadline``.
+def _out_of_time(
+    group: Group, deadline: float | None, step_started: float, eval_s: float, evaluates_now: bool
+) -> bool:
+    """Whether going on past the step that began at ``step_started`` would end past ``deadline``.
 
-    Rank 0's clock decides for every process, so that all stop at the same step."""
+    Going on costs this step's own dev evaluation when one is due, another step like this one, and a
+    final evaluation (``eval_s``: as long as the last one). Rank 0's clock and evaluations decide for
+    every process, so that all stop at the same step."""
     if deadline is None:
         return False
     now = time.monotonic()
-    return bool(group.broadcast([float(now + (now - step_started) > deadline)])[0])
+    needed = (eval_s if evaluates_now else 0.0) + (now - step_started) + eval_s
+    return bool(group.broadcast([float(now + needed > deadline)])[0])
 
 
 def _train(
@@ -285,7 +290,7 @@ def _train(
     retriever.encoder.train(not cfg.retriever.freeze)
     bar = tqdm(total=opt.max_steps, initial=step, desc="joint training", unit="step", disable=not main)
     started = time.monotonic()
-    out_of_time = False
+    out_of_time, eval_s = False, 0.0  # eval_s: how long the last dev evaluation took (rank 0)
     while step < opt.max_steps and not out_of_time:
         step_started = time.monotonic()
         # Large-scale: top-K comes from an index of KB embeddings refreshed every refresh_every steps.
@@ -359,7 +364,8 @@ def _train(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        out_of_time = step < opt.max_steps and _out_of_time(group, deadline, step_started)
+        due = dev is not None and step % opt.eval_every == 0
+        out_of_time = step < opt.max_steps and _out_of_time(group, deadline, step_started, eval_s, due)
         final = step == opt.max_steps or out_of_time  # evaluated, logged and saved, whatever the cadence
         sums = group.sum_present(sums, ("total", "nll", "mml", "ctr"))  # each share is its part of the mean
         last = {("loss" if k == "total" else k): v for k, v in sums.items()}
@@ -377,6 +383,7 @@ def _train(
         }
         evaluating = dev is not None and vocab is not None and (step % opt.eval_every == 0 or final)
         if evaluating and main and dev is not None and vocab is not None:
+            eval_started = time.monotonic()
             pipeline = Pipeline(
                 retriever,
                 generator,
@@ -400,6 +407,7 @@ def _train(
                 save_checkpoint(
                     best_dir, generator, retriever, spec, config_text, extra_files=extra, step=step
                 )
+            eval_s = time.monotonic() - eval_started  # with saving best/: what --max-time keeps room for
         if evaluating:
             if large and global_kb is not None and not main:  # as rank 0's evaluation just did
                 retriever.build_index(global_kb)

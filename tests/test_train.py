@@ -19,6 +19,7 @@ import mktod.train as train_module
 from mktod.checkpoint import checkpoint_step, is_complete, load_pipeline, load_spec
 from mktod.config import load_config
 from mktod.datasets import DataPaths, get_loader
+from mktod.distributed import SINGLE, Group
 from mktod.errors import ConfigError
 from mktod.evaluate import PipelineEvaluation
 from mktod.metrics import RecallScores, ResponseScores
@@ -300,3 +301,17 @@ def test_a_deadline_stops_after_the_step_that_would_overrun_then_resume_finishes
     # A deadline far off changes nothing: the run ends at max_steps.
     roomy = train(tiny_config(root, "roomy", *overrides), paths, deadline=time.monotonic() + 3600)
     assert not roomy.out_of_time and roomy.steps == 3
+
+
+def test_going_on_keeps_room_for_a_due_evaluation_another_step_and_a_final_evaluation() -> None:
+    group = Group(SINGLE, torch.device("cpu"))
+    now = time.monotonic()
+    started = now - 1.0  # the step just taken took a second
+
+    def out(deadline_in: float, eval_s: float, due: bool) -> bool:
+        return train_module._out_of_time(group, now + deadline_in, started, eval_s, due)
+
+    assert not train_module._out_of_time(group, None, started, 100.0, True)  # no deadline, no stop
+    assert not out(5.0, 0.0, False) and out(0.5, 0.0, False)  # a second's step fits in 5 s, not in 0.5
+    assert not out(5.0, 3.0, False)  # 1 s step + 3 s final evaluation
+    assert out(5.0, 3.0, True)  # + this step's own 3 s evaluation first: 7 s

@@ -51,9 +51,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "none": ("condensed-prompt", ("meta.mode=none", "meta.use_negative=false")),
     "prompt-noneg": ("condensed-prompt", ("meta.use_negative=false", "loss.mml_negative=false")),
 }
-# Seconds kept back per variant after its --max-time for the final dev evaluation and save, the test
-# evaluation and the process start-ups (a BERT2BERT test pass over CamRest or SMD takes well under a
-# minute on one H100; measure and adjust with --reserve).
+# Seconds kept back per variant beside its --max-time (which already holds its final dev evaluation):
+# writing last/, the test pass and two process start-ups with their model loads (a BERT2BERT test pass
+# over CamRest or SMD should take well under a minute on one H100; measure and adjust with --reserve).
 RESERVE_S = 75.0
 
 
