@@ -38,9 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-KIT = ROOT / ".device"
-PACKED_WEIGHTS = "model.fp16.safetensors.xz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # prepare.py beside this script
+from prepare import KIT, PACKED_WEIGHTS, ROOT  # the kit's layout, as prepare.py writes it
 
 # Variant -> (config under configs/ after the dataset name, the overrides that make the ablation).
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -152,11 +151,6 @@ def machine(device: str) -> dict[str, Any]:
     return info
 
 
-def train_args(config: Path, out: Path, retriever: Path, backbone: Path, extra: Sequence[str]) -> list[str]:
-    sets = [f"output_dir={rel(out)}", f"retriever.init={rel(retriever)}", f"generator.model={rel(backbone)}"]
-    return ["train", "--config", rel(config), *(a for s in [*sets, *extra] for a in ("--set", s))]
-
-
 def batching(config: Path, micro: int | None) -> list[str]:
     """The overrides for ``micro`` turns per micro-batch at the config's turns per step (none for None)."""
     if micro is None:
@@ -182,10 +176,10 @@ def pack_results(work: Path, names: Sequence[str], out: Path, log: Path) -> None
     with tarfile.open(out, "w:gz") as tar:
         tar.add(log, arcname=log.name)
         for name in names:
-            for rel in wanted:
-                path = work / name / rel
+            for part in wanted:
+                path = work / name / part
                 if path.is_file():
-                    tar.add(path, arcname=f"{name}/{rel}")
+                    tar.add(path, arcname=f"{name}/{part}")
             for run_json in sorted((work / name / "test").glob("*.json")):
                 tar.add(run_json, arcname=f"{name}/test/{run_json.name}")
 
