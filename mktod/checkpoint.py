@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,18 @@ def _inside(directory: Path, name: str) -> str:
     return str(directory / name)
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """Decoding settings to use instead of a checkpoint's own (None: keep the checkpoint's)."""
+
+    num_beams: int | None = None
+    no_repeat_ngram_size: int | None = None
+
+    def apply(self, gen: GeneratorConfig) -> GeneratorConfig:
+        named = {k: v for k, v in asdict(self).items() if v is not None}
+        return replace(gen, **named)
+
+
 def generator_config(directory: Path, spec: PipelineSpec) -> GeneratorConfig:
     """The spec's generator config with its model and adapter paths resolved against the folder."""
     gen = spec.generator
@@ -189,20 +201,25 @@ def load_pipeline(
     batch_size: int = 8,
     generator: Generator | None = None,
     k: int | None = None,
+    decoding: Decoding | None = None,
 ) -> Pipeline:
     """The pipeline a checkpoint folder (or pipeline file) defines: its retriever, meta config,
     generator, k and setting.
 
     ``generator`` replaces the folder's own (which is then never loaded), e.g. a chat LLM that reads
     the records this pipeline retrieves. ``k`` replaces the folder's number of records per turn (e.g.
-    the large-scale setting's 7 for a pipeline trained with a condensed KB's 6).
+    the large-scale setting's 7 for a pipeline trained with a condensed KB's 6). ``decoding`` replaces
+    the folder's decoding settings that it names.
     """
     directory = Path(directory)
     spec = load_spec(directory)
     # Relative paths in a pipeline file are relative to the file's folder (or to the working directory).
     base = directory.parent if directory.is_file() else directory
     if generator is None:
-        generator = build_generator(generator_config(base, spec), spec.meta, device)
+        gen = generator_config(base, spec)
+        if decoding is not None:
+            gen = decoding.apply(gen)
+        generator = build_generator(gen, spec.meta, device)
     retriever: RetrieverProtocol = (
         build_retriever(_inside(base, spec.retriever), device)
         if spec.retriever

@@ -19,6 +19,7 @@ from mktod.cli_common import (
     add_path_options,
     add_training_options,
     command_line,
+    non_negative_int,
     offline_data_paths,
     positive_int,
     positive_minutes,
@@ -145,11 +146,19 @@ def cmd_build_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def decoding_of(generator: object) -> dict[str, int]:
+    """A generator's decoding settings (none for one without a config, such as a chat LLM)."""
+    cfg = getattr(generator, "cfg", None)
+    if cfg is None:
+        return {}
+    return {"num_beams": cfg.num_beams, "no_repeat_ngram_size": cfg.no_repeat_ngram_size}
+
+
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
     """Generate a split with a trained checkpoint, score it, write outputs, print ONE JSON object."""
     paths = offline_data_paths(args)
 
-    from mktod.checkpoint import load_pipeline, load_spec
+    from mktod.checkpoint import Decoding, load_pipeline, load_spec
     from mktod.datasets import get_loader
     from mktod.evaluate import evaluate_pipeline
     from mktod.evaluate_retriever import large_kb
@@ -168,7 +177,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     vocab = EntityVocab.from_file(args.dataset, loader.entity_file(paths))
     global_kb = large_kb(args.dataset, paths) if setting == "large" else None
     batch_size = getattr(args, "batch_size", None) or 16
-    pipeline = load_pipeline(checkpoint, args.device, batch_size=batch_size, k=k)
+    decoding = Decoding(args.num_beams, args.no_repeat_ngram)
+    pipeline = load_pipeline(checkpoint, args.device, batch_size=batch_size, k=k, decoding=decoding)
     # Beside the checkpoint, not inside it: training replaces best/ and last/ wholesale. A pipeline file
     # (configs/pipelines/*.yaml) writes under runs/eval, keeping the configs folder clean.
     name = f"{checkpoint.stem}-{args.dataset}-{args.split}-{setting}"
@@ -186,6 +196,8 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         "checkpoint": str(checkpoint),
         "k": k,
         "meta": spec.meta.mode,
+        # The decoding the responses came from (the checkpoint's, or the options'), to reproduce them.
+        **decoding_of(pipeline.generator),
         "bleu": round(r.bleu, 2),
         "entity_f1": round(r.entity_f1, 2),
         "entity_precision": round(r.entity_precision, 2),
@@ -237,6 +249,14 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
         g.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
     if not _has(parser, "--batch-size"):
         g.add_argument("--batch-size", type=int, default=16, help="turns generated per batch (default 16)")
+    g.add_argument("--num-beams", type=positive_int, help="beam width (default: the checkpoint's; 1: greedy)")
+    g.add_argument(
+        "--no-repeat-ngram",
+        type=non_negative_int,
+        metavar="N",
+        help="forbid a response to repeat any N-gram of its own, against the loops of greedy decoding "
+        "(default: the checkpoint's generator.no_repeat_ngram_size; 0: off, as in the paper)",
+    )
 
 
 def add_train_commands(subparsers: Any) -> None:

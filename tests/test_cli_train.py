@@ -60,6 +60,14 @@ def test_train_then_evaluate_the_checkpoint(
     assert _json(capsys)["k"] == 1 and scores["k"] == 2
     lines = (k_out / "records.jsonl").read_text().splitlines()
     assert len(lines) == 9 and all(len(json.loads(line)["records"]) == 1 for line in lines)
+    # Decoding: the checkpoint's by default (greedy, no n-gram ban), else the options', and said.
+    assert (scores["num_beams"], scores["no_repeat_ngram_size"]) == (1, 0)
+    assert main([*args, "--num-beams", "2", "--no-repeat-ngram", "2", "--out", str(tmp_path / "nr")]) == 0
+    decoded = _json(capsys)
+    assert (decoded["num_beams"], decoded["no_repeat_ngram_size"]) == (2, 2)
+    with pytest.raises(SystemExit):
+        main([*args, "--no-repeat-ngram", "-1"])
+    assert "--no-repeat-ngram" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--k", "0"])
     assert exit_info.value.code == 2 and "--k: must be at least 1, got 0" in capsys.readouterr().err

@@ -49,6 +49,15 @@ class GeneratorConfig:
     # Both the generation limit and the training-target truncation: 64, or 128 for SMD.
     max_target_tokens: int = 64
     num_beams: int = 1
+    # 0: plain greedy (or beam) decoding, as in the paper. n > 0: a response never repeats one of its own
+    # n-grams, which stops the loops a small or briefly trained model falls into (mktod.generators.decoding).
+    no_repeat_ngram_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be at least 1, got {self.num_beams}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"no_repeat_ngram_size must be 0 (off) or more, got {self.no_repeat_ngram_size}")
 
 
 @dataclass

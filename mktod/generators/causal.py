@@ -29,6 +29,7 @@ from mktod.generators.base import (
 )
 from mktod.generators.causal_inputs import CausalInputs, Rows, TurnIds
 from mktod.generators.causal_models import resolve_causal_model
+from mktod.generators.decoding import decoding_processors
 from mktod.generators.record_attention import (
     RECORD_ATTENTION,
     as_model_mask,
@@ -327,6 +328,8 @@ class CausalGenerator:
                 do_sample=False,
                 eos_token_id=self.inputs.eos,
                 pad_token_id=pad,
+                # The response alone: the prompt's records hold phrases the answer must repeat.
+                logits_processor=decoding_processors(self.cfg.no_repeat_ngram_size, start=width),
                 **extra,
             )
         finally:

@@ -30,6 +30,7 @@ from mktod.generators.base import (
     dropout_off,
     register_generator,
 )
+from mktod.generators.decoding import decoding_processors
 from mktod.generators.text import CONTEXT_LABEL, RECORD_LABEL, format_context
 from mktod.losses import sequence_logprob
 from mktod.meta import SPECIAL_TOKENS, MetaConfig, MetaMode, TaggedRecord, render
@@ -279,6 +280,7 @@ class Seq2SeqGenerator:
                 max_new_tokens=self.cfg.max_target_tokens,
                 num_beams=self.cfg.num_beams,
                 do_sample=False,
+                logits_processor=decoding_processors(self.cfg.no_repeat_ngram_size),
             )
         finally:
             self.model.train(was_training)
