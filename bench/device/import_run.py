@@ -28,16 +28,11 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # variants.py beside this script
+from variants import VARIANTS
+
 ROOT = Path(__file__).resolve().parents[2]
 WORK = Path("runs") / "device"  # run.py's default --work: where the results' relative paths point
-LABELS = {
-    "prompt": "prompt, NLL + MML",
-    "prefix": "prefix, NLL + MML",
-    "ctr": "ctr (no tags, contrastive loss), NLL + MML + CTR",
-    "prompt-nll": "prompt, NLL only (w/o MML)",
-    "none": "no meta knowledge, NLL + MML (w/o meta knowledge)",
-    "prompt-noneg": "prompt, NLL + MML without the negative",
-}
 
 
 def machine_of(summary: dict[str, Any]) -> str:
@@ -59,7 +54,8 @@ def row_text(
     cut = ", stopped by --max-time" if entry.get("out_of_time") else ""
     where = f"{machine}, {steps} steps x {per_step} turns{cut}, {entry['train_wall_s']:.0f} s"
     how = f"{shlex.join(entry['command'])} ({where})"
-    label = f"BERT2BERT (MiniLM, cross-attention copied from self-attention) FiD, {LABELS[variant]}, GPU"
+    what = VARIANTS[variant].label
+    label = f"BERT2BERT (MiniLM, cross-attention copied from self-attention) FiD, {what}, GPU"
     return (
         "    Row(\n"
         f"        {name!r},\n"
@@ -90,7 +86,7 @@ def import_run(source: Path, root: Path, prefix: str) -> list[str]:
             )
             continue
         variant = name.removeprefix(f"{dataset}-")
-        if variant not in LABELS:  # run.py's preflight: a check of the code paths, not a result
+        if variant not in VARIANTS:  # run.py's preflight: a check of the code paths, not a result
             continue
         row = f"{prefix}{variant}"
         # The files as unpacked here, wherever run.py's --work put them there.

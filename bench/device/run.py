@@ -40,16 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # prepare.py beside this script
 from prepare import KIT, PACKED_WEIGHTS, ROOT  # the kit's layout, as prepare.py writes it
+from variants import VARIANTS
 
-# Variant -> (config under configs/ after the dataset name, the overrides that make the ablation).
-VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "prompt": ("condensed-prompt", ()),
-    "prefix": ("condensed-prefix", ()),
-    "ctr": ("condensed-ctr", ()),
-    "prompt-nll": ("condensed-prompt", ("loss.use_mml=false",)),
-    "none": ("condensed-prompt", ("meta.mode=none", "meta.use_negative=false")),
-    "prompt-noneg": ("condensed-prompt", ("meta.use_negative=false", "loss.mml_negative=false")),
-}
 # Seconds kept back per variant beside its --max-time (which already holds its final dev evaluation):
 # writing last/, the test pass and two process start-ups with their model loads (a BERT2BERT test pass
 # over CamRest or SMD should take well under a minute on one H100; measure and adjust with --reserve).
@@ -255,7 +247,7 @@ def train_and_test(
 ) -> dict[str, Any]:
     """One variant: ``mktod train --max-time`` on its config, then its best checkpoint on test."""
     ds, work = args.dataset, args.work
-    config_name, overrides = VARIANTS[variant]
+    config_name, overrides, _ = VARIANTS[variant]
     config = ROOT / "configs" / f"{ds}-{config_name}.yaml"
     overrides = (*overrides, *batching(config, args.micro), *extra)
     paths = (
