@@ -330,6 +330,23 @@ ROWS = (
         options=("--setting", "condensed", "--k", "6"),
     ),
     Row(
+        "shipped",
+        "SmolLM2-135M + LoRA, the shipped pipeline as `make run` and `mktod serve` use it (the bundled "
+        "all-MiniLM-L6-v2 as its retriever), prompt",
+        "mktod/pretrained/smollm2-camrest-lora",
+        "camrest",
+        SHIPPED_ADAPTER,
+    ),
+    Row(
+        "shipped-norepeat4",
+        "SmolLM2-135M + LoRA, the shipped pipeline as served, prompt, decoded with no repeated 4-gram "
+        "(`--no-repeat-ngram 4`)",
+        "mktod/pretrained/smollm2-camrest-lora",
+        "camrest",
+        SHIPPED_ADAPTER,
+        options=("--no-repeat-ngram", "4"),
+    ),
+    Row(
         "lora-warmup-large",
         "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
         "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
