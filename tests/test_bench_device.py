@@ -56,11 +56,10 @@ def test_prepare_packs_the_encoder_in_fp16_the_datasets_and_the_missing_modules(
         "camrest/cdnet/val.json",
     } <= names
     # The weights travel as fp16 (and come back as fp32 there): every tensor within fp16 rounding.
+    source = json.loads((kit / "minilm" / "SOURCE.json").read_text())["source"]
     run = load_bench_script("device/run.py")
     restored = run.unpack_encoder(kit / "minilm", tmp_path / "minilm")
-    original = load_file(
-        Path(json.loads((kit / "minilm" / "SOURCE.json").read_text())["source"]) / "model.safetensors"
-    )
+    original = load_file(Path(source) / "model.safetensors")
     back = load_file(restored / "model.safetensors")
     assert back.keys() == original.keys()
     for name, tensor in original.items():
@@ -72,7 +71,6 @@ def test_prepare_packs_the_encoder_in_fp16_the_datasets_and_the_missing_modules(
     packed = kit / "minilm" / "model.fp16.safetensors.xz"
     before = packed.stat().st_mtime_ns
     prepare = load_bench_script("device/prepare.py")
-    source = json.loads((kit / "minilm" / "SOURCE.json").read_text())["source"]
     assert prepare.pack_encoder(Path(source), kit / "minilm")["sha256"] == manifest["encoder"]["sha256"]
     assert packed.stat().st_mtime_ns == before
 
