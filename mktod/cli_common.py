@@ -72,6 +72,23 @@ def positive_minutes(text: str) -> float:
     return value
 
 
+def add_max_time_option(p: argparse.ArgumentParser) -> None:
+    """--max-time, the same for both training commands (mktod.deadline has the rule)."""
+    p.add_argument(
+        "--max-time",
+        type=positive_minutes,
+        metavar="MINUTES",
+        help="end within this many minutes of the command's start: stop after the last step that leaves "
+        "time for another step and a due dev evaluation, evaluate, save a checkpoint (continue later "
+        "with --resume). For a machine lent for a fixed time or a job scheduler's limit",
+    )
+
+
+def deadline_of(started: float, max_time: float | None) -> float | None:
+    """The ``time.monotonic()`` time by which a command started at ``started`` must end."""
+    return None if max_time is None else started + 60 * max_time
+
+
 def non_negative_int(text: str) -> int:
     """An argparse type for counts where 0 means none, such as --demos."""
     return _count(text, 0)

@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from mktod.cli_common import (
     DATASETS,
+    add_max_time_option,
     add_path_options,
     add_training_options,
     command_line,
+    deadline_of,
     offline_data_paths,
 )
 
 
 def cmd_train_retriever(args: argparse.Namespace) -> int:
+    started = time.monotonic()  # --max-time counts from here, loading included
     paths = offline_data_paths(args)  # before the imports below: the hub client reads it on import
 
     from mktod.config import load_config
@@ -28,12 +32,20 @@ def cmd_train_retriever(args: argparse.Namespace) -> int:
 
     overrides = list(args.set or [])
     cfg = load_config(RetrieverTrainConfig, Path(args.config), overrides)
-    result = train_retriever(cfg, paths, device=args.device, resume=args.resume, command=command_line())
+    result = train_retriever(
+        cfg,
+        paths,
+        device=args.device,
+        resume=args.resume,
+        command=command_line(),
+        deadline=deadline_of(started, args.max_time),
+    )
     out: dict[str, object] = {
         "retriever": str(result.output),
         "start_step": result.start_step,
         "steps": result.steps,
         "last_loss": round(result.last_loss, 4),
+        "out_of_time": result.out_of_time,
     }
     if result.dev is not None:
         out["dev"] = result.dev.as_dict()
@@ -62,6 +74,7 @@ def add_retriever_commands(subparsers: Any) -> None:
     )
     add_path_options(train)
     add_training_options(train, "configs/retriever-mwoz.yaml", "warmup.lr=5e-5")
+    add_max_time_option(train)
     train.set_defaults(handler=cmd_train_retriever)
 
     ev = subparsers.add_parser("evaluate-retriever", help="Recall@K of a retriever on a split")

@@ -16,13 +16,14 @@ from typing import Any
 from mktod.cli_common import (
     DATASETS,
     add_config_options,
+    add_max_time_option,
     add_path_options,
     add_training_options,
     command_line,
+    deadline_of,
     non_negative_int,
     offline_data_paths,
     positive_int,
-    positive_minutes,
 )
 from mktod.errors import ConfigError
 from mktod.generators.backbones import (  # no torch: cheap at parser build time
@@ -46,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, Path(args.config), list(args.set or []))
     # Several processes when started by torchrun or `accelerate launch` (WORLD_SIZE > 1): data parallel.
     launch = Launch.from_env(os.environ)
-    deadline = started + 60 * args.max_time if args.max_time is not None else None
+    deadline = deadline_of(started, args.max_time)
     result = train(
         cfg,
         paths,
@@ -267,14 +268,7 @@ def add_train_commands(subparsers: Any) -> None:
     )
     add_path_options(train)
     add_training_options(train, "configs/camrest-condensed-prefix.yaml", "optim.lr=5e-5")
-    train.add_argument(
-        "--max-time",
-        type=positive_minutes,
-        metavar="MINUTES",
-        help="end within this many minutes of the command's start: stop after the last step that leaves "
-        "time for another step and a dev evaluation, evaluate on dev and save last/ (continue later with "
-        "--resume). For a machine lent for a fixed time or a job scheduler's limit",
-    )
+    add_max_time_option(train)
     train.set_defaults(handler=cmd_train)
 
     rb = subparsers.add_parser(

@@ -43,6 +43,7 @@ from mktod.checkpoint import (
 )
 from mktod.config import check_same_config, dump_config
 from mktod.datasets import DataPaths, get_loader
+from mktod.deadline import past_deadline
 from mktod.distributed import SINGLE, Group, Launch, process_group
 from mktod.encoder import DenseEncoder
 from mktod.errors import ConfigError
@@ -182,16 +183,11 @@ def train(
 def _out_of_time(
     group: Group, deadline: float | None, step_started: float, eval_s: float, evaluates_now: bool
 ) -> bool:
-    """Whether going on past the step that began at ``step_started`` would end past ``deadline``.
-
-    Going on costs this step's own dev evaluation when one is due, another step like this one, and a
-    final evaluation (``eval_s``: as long as the last one). Rank 0's clock and evaluations decide for
+    """:func:`mktod.deadline.past_deadline` as rank 0 judges it (its clock, its dev evaluations), on
     every process, so that all stop at the same step."""
     if deadline is None:
         return False
-    now = time.monotonic()
-    needed = (eval_s if evaluates_now else 0.0) + (now - step_started) + eval_s
-    return bool(group.broadcast([float(now + needed > deadline)])[0])
+    return bool(group.broadcast([float(past_deadline(deadline, step_started, eval_s, evaluates_now))])[0])
 
 
 def _train(

@@ -35,6 +35,7 @@ from transformers import get_linear_schedule_with_warmup
 from mktod import __version__
 from mktod.config import check_same_config, dump_config
 from mktod.datasets import DataPaths, get_loader
+from mktod.deadline import past_deadline
 from mktod.encoder import DenseEncoder, format_context
 from mktod.errors import ConfigError
 from mktod.evaluate_retriever import RetrievalScores, large_kb, score_split
@@ -71,11 +72,12 @@ class ExampleStats:
 
 @dataclass(frozen=True)
 class TrainResult:
-    output: Path  # the final retriever checkpoint
+    output: Path  # the final retriever checkpoint; with out_of_time, the stage folder to --resume from
     start_step: int  # 0, or the step a resumed run picked up from
     steps: int
     last_loss: float
     dev: RetrievalScores | None
+    out_of_time: bool = False  # stopped by the deadline before the last stage ended: no final/ yet
 
 
 # ------------------------------------------------------------------------------------ training data
@@ -188,8 +190,13 @@ def run_stage(
     resume: bool,
     drop_last: bool = False,
     evaluate: Callable[[Retriever], RetrievalScores] | None = None,
-) -> tuple[int, int, float, RetrievalScores | None]:
-    """Train ``encoder`` in place on one stage's loss; returns (start step, last step, last loss, dev).
+    deadline: float | None = None,
+) -> tuple[int, int, float, RetrievalScores | None, bool]:
+    """Train ``encoder`` in place on one stage's loss; returns (start step, last step, last loss, dev,
+    out of time).
+
+    ``deadline`` (a ``time.monotonic()`` time): stop after the last step that leaves time for another
+    (and for a due dev evaluation), save a checkpoint to resume from and skip the final evaluation.
 
     ``batch_loss(example indices, step)`` gives the loss of a batch and extra fields to log. Batches
     are drawn from a permutation that depends only on (seed, epoch), so a run resumed from
@@ -238,7 +245,9 @@ def run_stage(
     loss_value = math.nan
     bar = tqdm(total=total, initial=step, desc=name, unit="step")
     started = time.monotonic()
-    while step < total:
+    out_of_time, eval_s = False, 0.0
+    while step < total and not out_of_time:
+        step_started = time.monotonic()
         epoch, position = divmod(step, steps_per_epoch)
         order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(cfg.seed + epoch))
         indices = [int(i) for i in order[position * cfg.batch_size : (position + 1) * cfg.batch_size]]
@@ -254,12 +263,13 @@ def run_stage(
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch)
 
-        dev = (
-            evaluate(Retriever(encoder))
-            if evaluate and cfg.eval_every and step % cfg.eval_every == 0
-            else None
-        )
-        if step % cfg.log_every == 0 or step == total or dev is not None:
+        due = evaluate is not None and bool(cfg.eval_every) and step % cfg.eval_every == 0
+        out_of_time = step < total and past_deadline(deadline, step_started, eval_s, due)
+        final = step == total or out_of_time  # logged and saved, whatever the cadence
+        eval_started = time.monotonic()
+        dev = evaluate(Retriever(encoder)) if evaluate and due else None
+        eval_s = time.monotonic() - eval_started if dev is not None else eval_s
+        if step % cfg.log_every == 0 or final or dev is not None:
             entry: dict[str, Any] = {
                 "step": step,
                 "epoch": epoch,
@@ -273,7 +283,7 @@ def run_stage(
                 entry["dev"] = dev.as_dict()
             with log_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
-        if step % cfg.save_every == 0 or step == total:
+        if step % cfg.save_every == 0 or final:
             state = {
                 "model": encoder.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -285,11 +295,16 @@ def run_stage(
             }
             _save_checkpoint(stage_dir, step, state, config_text, cfg.keep_checkpoints)
     bar.close()
+    if out_of_time:
+        tqdm.write(
+            f"{name}: stopped at step {step} of {total}: out of time; continue with --resume", file=sys.stderr
+        )
+        return start_step, step, loss_value, None, True
     final_dev = evaluate(Retriever(encoder)) if evaluate else None
     if final_dev is not None:
         with log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"step": step, "final": True, "dev": final_dev.as_dict()}) + "\n")
-    return start_step, step, loss_value, final_dev
+    return start_step, step, loss_value, final_dev, False
 
 
 def contrastive_loss(
@@ -321,8 +336,13 @@ def train_retriever(
     device: str = "cpu",
     resume: bool = False,
     command: str = "",
+    deadline: float | None = None,
 ) -> TrainResult:
-    """Run the configured stages and save the final retriever under ``<output_dir>/final``."""
+    """Run the configured stages and save the final retriever under ``<output_dir>/final``.
+
+    ``deadline`` (a ``time.monotonic()`` time): a stage that runs out of time saves a checkpoint and
+    the run returns with ``out_of_time`` set, before any later stage and without ``final/``;
+    ``resume`` continues it."""
     out = Path(cfg.output_dir)
     if resume and (out / "config.yaml").is_file():
         check_same_config(cfg, out / "config.yaml")
@@ -372,7 +392,7 @@ def train_retriever(
             mml_examples = build_examples(split, global_kb)
             settings, n = cfg.mml, len(mml_examples)
             loss = frozen_generator_mml(cfg.mml, Retriever(encoder), mml_examples, global_kb, device)
-        start_step, steps, last_loss, dev = run_stage(
+        start_step, steps, last_loss, dev, out_of_time = run_stage(
             stage,
             settings,
             encoder,
@@ -383,7 +403,10 @@ def train_retriever(
             resume=resume,
             drop_last=stage == "warmup",  # a batch of one has no in-batch negative
             evaluate=evaluate,
+            deadline=deadline,
         )
+        if out_of_time:
+            return TrainResult(out / stage, start_step, steps, last_loss, None, out_of_time=True)
 
     final = out / "final"
     if final.exists():

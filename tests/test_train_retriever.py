@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -8,8 +10,10 @@ import torch
 import yaml
 from retriever_helpers import save_tiny_model, write_camrest_sample
 
-from mktod.config import load_config
+from mktod.cli import main
+from mktod.config import dump_config, load_config
 from mktod.datasets import DataPaths
+from mktod.deadline import past_deadline
 from mktod.errors import ConfigError
 from mktod.retriever import Retriever, build_retriever
 from mktod.retriever_config import RetrieverTrainConfig
@@ -132,6 +136,32 @@ def test_two_step_warmup_saves_a_loadable_retriever_and_resumes_exactly(tmp_path
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
 
 
+def test_a_deadline_stops_the_stage_without_a_final_retriever_and_resume_finishes(tmp_path: Path) -> None:
+    paths = DataPaths(write_camrest_sample(tmp_path / "data"), tmp_path / "cache")
+    config = _config(tmp_path, "timed", save_every=100, log_every=100)
+    # A deadline already passed: one step, saved (though no cadence falls on it), no final evaluation.
+    cut = train_retriever(config, paths, deadline=time.monotonic())
+    assert cut.out_of_time and cut.steps == 1 and cut.dev is None
+    assert cut.output == tmp_path / "timed" / "warmup"
+    assert latest_checkpoint(cut.output) == cut.output / "step-000001"
+    assert not (tmp_path / "timed" / "final").exists()  # nothing a joint run could take for finished
+    done = train_retriever(config, paths, resume=True)
+    assert not done.out_of_time and (done.start_step, done.steps) == (1, 2) and done.dev is not None
+    assert done.output == tmp_path / "timed" / "final" and done.output.is_dir()
+    # Room enough: the run is the same as without a deadline.
+    roomy = train_retriever(_config(tmp_path, "roomy"), paths, deadline=time.monotonic() + 3600)
+    assert not roomy.out_of_time and roomy.steps == 2
+
+
+def test_past_deadline_keeps_room_for_a_due_evaluation_a_step_and_a_final_one() -> None:
+    now = time.monotonic()
+    started = now - 1.0  # the step just taken took a second
+    assert not past_deadline(None, started, 100.0, True)
+    assert not past_deadline(now + 5, started) and past_deadline(now + 0.5, started)
+    assert not past_deadline(now + 5, started, eval_s=3.0)  # 1 s step + 3 s final evaluation
+    assert past_deadline(now + 5, started, eval_s=3.0, evaluates_now=True)  # + a due one first: 7 s
+
+
 def test_config_rejects_bad_values(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="batch_size"):
         load_config(RetrieverTrainConfig, None, ["warmup.batch_size=1"])
@@ -155,3 +185,20 @@ def test_shipped_mml_stage_config_loads() -> None:
     cfg = load_config(RetrieverTrainConfig, root / "configs" / "retriever-camrest-mml.yaml")
     assert cfg.stages == ("mml",) and cfg.init == "runs/retriever-camrest" and cfg.mml.k == 7
     assert cfg.mml.generator == "runs/camrest-condensed-prompt-cpu/best"
+
+
+def test_train_retriever_command_takes_max_time_and_says_whether_it_ran_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = write_camrest_sample(tmp_path / "data")
+    config = tmp_path / "retriever.yaml"
+    dump_config(_config(tmp_path, "cli"), config)
+    args = ["train-retriever", "--config", str(config), "--data-dir", str(data), "--cache-dir", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        main([*args, "--max-time", "0"])
+    assert "--max-time" in capsys.readouterr().err
+    assert main([*args, "--max-time", "60"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["out_of_time"] is False and printed["steps"] == 2
+    assert printed["retriever"] == str(tmp_path / "cli" / "final")
