@@ -16,7 +16,6 @@ micro P/R/F1 90.66 / 97.53 / 93.97.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -30,6 +29,7 @@ from mktod.datasets.base import DataPaths, require_file
 from mktod.datasets.mwoz_db import DOMAINS, db_file, load_db_records
 from mktod.datasets.mwoz_normalise import EntityLexicon, build_lexicon, gold_entities, normalise_utterance
 from mktod.errors import DataError
+from mktod.fetch import sha256_of
 from mktod.types import Record
 
 # Bump whenever the output for the same inputs changes, so cached builds are redone.
@@ -229,14 +229,6 @@ def build_train_text(paths: DataPaths, seed: int = 0) -> str:
     return build_train(paths, seed).text
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_atomic(path: Path, text: str) -> None:
     """Readers never see a half-written file: write beside it, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +261,7 @@ def _read_manifest(path: Path) -> dict[str, object] | None:
 def _input_hashes(paths: DataPaths) -> dict[str, str]:
     hashes = {}
     for name, path in train_inputs(paths).items():
-        hashes[name] = _sha256(require_file(path, f"MWOZ train build input {name}"))
+        hashes[name] = sha256_of(require_file(path, f"MWOZ train build input {name}"))
     return hashes
 
 
@@ -283,12 +275,12 @@ def ensure_train_file(paths: DataPaths, seed: int = 0) -> Path:
         manifest is not None
         and all(manifest.get(key) == value for key, value in expected.items())
         and output.is_file()
-        and manifest.get("output_sha256") == _sha256(output)
+        and manifest.get("output_sha256") == sha256_of(output)
     ):
         return output
     build = build_train(paths, seed)
     _write_atomic(output, build.text)
-    record = {**expected, "counts": asdict(build.counts), "output_sha256": _sha256(output)}
+    record = {**expected, "counts": asdict(build.counts), "output_sha256": sha256_of(output)}
     _write_atomic(manifest_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return output
 
