@@ -68,12 +68,9 @@ def pack_encoder(source: Path, out: Path) -> dict[str, str]:
         raise SystemExit(f"{source}: no {WEIGHTS}; the kit packs safetensors weights only")
     digest = sha256_of(weights)
     stamp = out / "SOURCE.json"
-    if (
-        stamp.is_file()
-        and json.loads(stamp.read_text())["sha256"] == digest
-        and (out / PACKED_WEIGHTS).is_file()
-    ):
-        return {k: str(v) for k, v in json.loads(stamp.read_text()).items()}
+    packed: dict[str, str] = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if packed.get("sha256") == digest and (out / PACKED_WEIGHTS).is_file():
+        return packed
     if out.exists():
         shutil.rmtree(out)
     for path in sorted(source.rglob("*")):
