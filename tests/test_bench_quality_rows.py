@@ -62,6 +62,19 @@ def test_the_parser_reads_overrides_and_drops_the_where_note() -> None:
     assert args == ["--config", "c.yaml", "--set", "meta.mode=none", "--set", "output_dir=runs/y"]
 
 
+def test_every_row_is_well_formed_and_named_once_per_dataset() -> None:
+    # A Row( left open before another parses as Row(Row(...), "next name", ...): the next row vanishes
+    # from the table without an error, so the field types are checked here.
+    for row in Q.ROWS:
+        for name in ("name", "label", "checkpoint", "dataset", "training", "train_run", "split", "backbone"):
+            assert isinstance(getattr(row, name), str), f"{row!r}: {name} is not text"
+        assert row.limit is None or isinstance(row.limit, int)
+        assert isinstance(row.options, tuple) and all(isinstance(o, str) for o in row.options)
+    keys = [(row.dataset, row.name) for row in Q.ROWS]
+    assert len(keys) == len(set(keys)), "two rows share a dataset and name"
+    assert all(dataset in Q.DATASET_NAMES for dataset, _ in keys)
+
+
 def test_every_stated_comparison_names_rows_that_exist() -> None:
     names = {row.name for row in Q.ROWS}
     pairs = Q.stated_pairs()
