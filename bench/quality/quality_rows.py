@@ -205,6 +205,19 @@ ROWS = (
         "runs/camrest-condensed-prefix-smollm2-cpu-r104",
     ),
     Row(
+        "ft-prompt-mml-par448",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records, 448 training turns in the parallel record "
+        "layout",
+        "runs/camrest-condensed-prompt-smollm2-cpu-par448/best",
+        "camrest",
+        f"{CAMREST_CPU}--set generator.record_attention=parallel --set loss.mml_dropout=false "
+        "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
+        "--set optim.eval_every=14 --set optim.save_every=7 "
+        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-par448 --max-time 92 "
+        "(CPU, 56 steps x 8 turns, 72 min)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-par448",
+    ),
+    Row(
         "b2b-prompt-mml",
         "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-cpu/best",
@@ -1023,6 +1036,15 @@ PAIRINGS = (
         WHOLE_104,
         "48 (a CamRest record cut after its location or address: its food, phone, postcode and "
         "price range never shown)",
+    ),
+    Pairing(
+        "ft-prompt-mml-par448",
+        "ft-prompt-mml-r104",
+        "training length",
+        "prompt, NLL + MML, whole records, the same data order and seed; the longer run also reads its "
+        "records in the parallel layout and computes MML's likelihoods without dropout",
+        "448 turns (56 x 8)",
+        "240 turns (60 x 4)",
     ),
     Pairing(
         "ft-prompt-mml-r96",
