@@ -218,6 +218,20 @@ ROWS = (
         "runs/camrest-condensed-prompt-smollm2-cpu-par448",
     ),
     Row(
+        "par448-as-served",
+        "SmolLM2-135M + LoRA, the 448-turn run's adapter in a pipeline built as the shipped one (the "
+        "bundled all-MiniLM-L6-v2 as its retriever), prompt",
+        "runs/pipelines/camrest-par448-served",
+        "camrest",
+        f"{CAMREST_CPU}--set generator.record_attention=parallel --set loss.mml_dropout=false "
+        "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
+        "--set optim.eval_every=14 --set optim.save_every=7 "
+        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-par448 --max-time 92; "
+        "mktod export-pipeline --checkpoint runs/camrest-condensed-prompt-smollm2-cpu-par448/best "
+        "--out runs/pipelines/camrest-par448-served --retriever encoder:all-MiniLM-L6-v2 "
+        "(CPU, the ft-prompt-mml-par448 row's generator)",
+    ),
+    Row(
         "b2b-prompt-mml",
         "BERT2BERT (MiniLM) FiD, prompt, NLL + MML",
         "runs/camrest-condensed-prompt-cpu/best",
@@ -1045,6 +1059,14 @@ PAIRINGS = (
         "records in the parallel layout and computes MML's likelihoods without dropout",
         "448 turns (56 x 8)",
         "240 turns (60 x 4)",
+    ),
+    Pairing(
+        "par448-as-served",
+        "shipped",
+        "served adapter",
+        "each in a pipeline as `make run` builds it: the bundled all-MiniLM-L6-v2 as its retriever, greedy",
+        "the 448-turn run's adapter",
+        "the shipped 240-turn adapter",
     ),
     Pairing(
         "ft-prompt-mml-r96",
