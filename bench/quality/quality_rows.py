@@ -55,6 +55,13 @@ SHIPPED_ADAPTER = (
     "60 steps x 4 turns; its step-60 checkpoint, the ft-prompt-mml-r104 row's generator, is the adapter "
     "shipped in mktod/pretrained/smollm2-camrest-lora)"
 )
+# The 448-turn CamRest prompt run (README, "Training length"): its row and its as-served pipeline's row.
+PAR448 = (
+    f"{CAMREST_CPU}--set generator.record_attention=parallel --set loss.mml_dropout=false "
+    "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
+    "--set optim.eval_every=14 --set optim.save_every=7 "
+    "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-par448 --max-time 92"
+)
 ROWS = (
     Row(
         "zs-none",
@@ -210,11 +217,7 @@ ROWS = (
         "layout",
         "runs/camrest-condensed-prompt-smollm2-cpu-par448/best",
         "camrest",
-        f"{CAMREST_CPU}--set generator.record_attention=parallel --set loss.mml_dropout=false "
-        "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
-        "--set optim.eval_every=14 --set optim.save_every=7 "
-        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-par448 --max-time 92 "
-        "(CPU, 56 steps x 8 turns, 72 min)",
+        f"{PAR448} (CPU, 56 steps x 8 turns, 72 min)",
         "runs/camrest-condensed-prompt-smollm2-cpu-par448",
     ),
     Row(
@@ -223,10 +226,7 @@ ROWS = (
         "bundled all-MiniLM-L6-v2 as its retriever), prompt",
         "runs/pipelines/camrest-par448-served",
         "camrest",
-        f"{CAMREST_CPU}--set generator.record_attention=parallel --set loss.mml_dropout=false "
-        "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
-        "--set optim.eval_every=14 --set optim.save_every=7 "
-        "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-par448 --max-time 92; "
+        f"{PAR448}; "
         "mktod export-pipeline --checkpoint runs/camrest-condensed-prompt-smollm2-cpu-par448/best "
         "--out runs/pipelines/camrest-par448-served --retriever encoder:all-MiniLM-L6-v2 "
         "(CPU, the ft-prompt-mml-par448 row's generator)",
