@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from mktod.encoder_delta import DeltaInfo, apply_delta, check_base, fingerprint, read_delta, write_delta
 from mktod.errors import ConfigError
 from mktod.kb import value_text
 from mktod.types import Utterance
@@ -103,15 +104,7 @@ class DenseEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, config: EncoderConfig, device: str | torch.device = "cpu") -> DenseEncoder:
         """Load `config.model` (hub id, local folder or bundled name) for both towers."""
-        source = resolve_model(config.model)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModel.from_pretrained(source)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot load encoder model {config.model!r} ({source}): {exc}. Offline, use the bundled "
-                "'all-MiniLM-L6-v2' or a local model folder"
-            ) from None
+        model, tokenizer = _load_base(config.model)
         return cls(model, tokenizer, config).to(device)
 
     @classmethod
@@ -123,17 +116,34 @@ class DenseEncoder(nn.Module):
         model = AutoModel.from_config(model_config)  # type: ignore[no-untyped-call]
         return cls(model, tokenizer, config)
 
-    def save(self, directory: Path | str) -> None:
-        """Write `encoder.json`, `context/` (model + tokenizer) and, for separate towers, `record/`."""
+    def save(self, directory: Path | str, delta_bits: int | None = None) -> None:
+        """Write `encoder.json`, `context/` (model + tokenizer) and, for separate towers, `record/`.
+
+        With ``delta_bits`` (4 or 8) the towers are written as a quantised difference from the base
+        encoder ``config.model`` instead (:mod:`mktod.encoder_delta`): a few MB instead of the full
+        weights, for shipping; the base must be loadable wherever the folder is loaded.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.context_model.save_pretrained(directory / "context")
-        self.context_tokenizer.save_pretrained(directory / "context")
-        if self.record_model is not None:
-            self.record_model.save_pretrained(directory / "record")
-        meta = {"format_version": FORMAT_VERSION, "config": asdict(self.config)}
+        meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "config": asdict(self.config)}
+        if delta_bits is None:
+            self.context_model.save_pretrained(directory / "context")
+            self.context_tokenizer.save_pretrained(directory / "context")
+            if self.record_model is not None:
+                self.record_model.save_pretrained(directory / "record")
+        else:
+            meta["delta"] = asdict(self._save_delta(directory, delta_bits))
         # Written last: its presence marks a complete save.
         (directory / _ENCODER_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    def _save_delta(self, directory: Path, bits: int) -> DeltaInfo:
+        base, _ = _load_base(self.config.model)
+        info = DeltaInfo(base_fingerprint=fingerprint(base.state_dict()), bits=bits)
+        towers = {"context.": (self.context_model, base)}
+        if self.record_model is not None:
+            towers["record."] = (self.record_model, base)  # separate towers both start from the base
+        write_delta(towers, directory, info)
+        return info
 
     @classmethod
     def load(cls, directory: Path | str, device: str | torch.device = "cpu") -> DenseEncoder:
@@ -148,10 +158,30 @@ class DenseEncoder(nn.Module):
         if meta.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"{meta_path}: format_version {meta.get('format_version')} is not supported")
         config = load_config_dict(meta["config"], meta_path)
+        if "delta" in meta:
+            return cls._load_delta(directory, config, meta["delta"], meta_path).to(device)
         tokenizer = AutoTokenizer.from_pretrained(directory / "context")
         context_model = AutoModel.from_pretrained(directory / "context")
         record_model = None if config.shared else AutoModel.from_pretrained(directory / "record")
         return cls(context_model, tokenizer, config, record_model).to(device)
+
+    @classmethod
+    def _load_delta(
+        cls, directory: Path, config: EncoderConfig, data: dict[str, Any], meta_path: Path
+    ) -> DenseEncoder:
+        """The base encoder ``config.model`` plus the delta saved beside ``encoder.json``."""
+        try:
+            info = DeltaInfo(**data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{meta_path}: field 'delta': {exc}") from None
+        tensors = read_delta(directory, info)
+        context_model, tokenizer = _load_base(config.model)
+        check_base(context_model, info, config.model, meta_path)
+        record_model = None if config.shared else copy.deepcopy(context_model)
+        apply_delta(context_model, tensors, "context.", info, meta_path)
+        if record_model is not None:
+            apply_delta(record_model, tensors, "record.", info, meta_path)
+        return cls(context_model, tokenizer, config, record_model)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -262,6 +292,20 @@ class _InferenceMode:
     def __exit__(self, *exc: object) -> None:
         self.no_grad.__exit__(None, None, None)
         self.module.train(self.was_training)
+
+
+def _load_base(name: str) -> tuple[PreTrainedModel, Any]:
+    """The model and tokenizer ``name`` names (hub id, local folder or bundled short name)."""
+    source = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModel.from_pretrained(source)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot load encoder model {name!r} ({source}): {exc}. Offline, use the bundled "
+            "'all-MiniLM-L6-v2' or a local model folder"
+        ) from None
+    return model, tokenizer
 
 
 def _to_numpy(x: Tensor) -> npt.NDArray[np.float32]:

@@ -124,9 +124,10 @@ class Retriever:
         self._vectors: dict[str, npt.NDArray[np.float32]] = {}
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: Path | str) -> None:
+    def save(self, directory: Path | str, delta_bits: int | None = None) -> None:
+        """The encoder (full weights, or with ``delta_bits`` a quantised delta over its base) + kind."""
         directory = Path(directory)
-        self.encoder.save(directory)
+        self.encoder.save(directory, delta_bits)
         meta = {"kind": "dense", "format_version": 1, "index_spec": self.index_spec}
         (directory / _RETRIEVER_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 

@@ -69,6 +69,35 @@ def test_lora_run_saves_an_adapter_checkpoint_that_serves(root: Path, paths: Dat
     assert isinstance(reply.text, str) and reply.records
 
 
+def test_export_ships_the_trained_retriever_as_a_delta(root: Path, paths: DataPaths) -> None:
+    """`mktod export-pipeline --retriever-bits 8`: the trained retriever travels as a delta over its base
+    encoder, and the exported pipeline retrieves as the checkpoint does."""
+    from mktod.cli import main
+    from mktod.errors import ConfigError
+    from mktod.export import export_pipeline, folder_size
+
+    best = root / "export-src" / "best"
+    if not is_complete(best):
+        train(causal(root, "export-src", "optim.max_steps=1"), paths)
+    out = root / "exported"
+    args = ["export-pipeline", "--checkpoint", str(best), "--out", str(out), "--retriever-bits", "8"]
+    assert main(args) == 0
+    shipped = out / "retriever"
+    assert (shipped / "delta.safetensors").is_file() and not (shipped / "context").exists()
+    assert folder_size(out / "retriever") < folder_size(best / "retriever") / 2
+    assert load_spec(out).retriever == ""  # the folder's own retriever/, not another spec
+    assert "8-bit delta over its base encoder" in (out / "README.md").read_text()
+
+    dialogue = get_loader("camrest").load_split("dev", paths).dialogues[0]
+    original, exported = load_pipeline(best), load_pipeline(out)
+    for turn in range(1, 3):
+        want = original.respond(dialogue.context(turn), dialogue.kb).records
+        got = exported.respond(dialogue.context(turn), dialogue.kb).records
+        assert [r.record for r in got] == [r.record for r in want]
+    with pytest.raises(ConfigError, match="not both"):
+        export_pipeline(best, root / "both", retriever="frequency", retriever_bits=4)
+
+
 def test_full_fine_tuning_saves_the_whole_model(root: Path, paths: DataPaths) -> None:
     train(causal(root, "full-ft", "generator.lora.r=0", "optim.max_steps=1", "data.dev_split=null"), paths)
     last = root / "full-ft" / "last"
