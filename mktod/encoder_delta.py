@@ -5,7 +5,7 @@ weights take 90 MB, too much to ship beside a 10 MB adapter (issue #4 item 9: at
 is installed with the package, so only ``trained - base`` needs shipping. Each 2-D delta is quantised
 symmetrically in groups of ``group`` consecutive values with one bfloat16 scale per group; ``bits`` = 4
 takes MiniLM to about 6 MB and, measured with ``mktod evaluate-retriever`` on CamRest, ranks the test
-records exactly as the full weights do (README, "Shipping a trained retriever").
+records exactly as the full weights do (README, the paragraph after the `mktod export-pipeline` example).
 
 Rows whose delta is below ``row_tolerance`` of their base row's norm are dropped (their delta is taken
 as zero). That is the word-embedding table: training moves only the rows of tokens it saw, weight decay

@@ -218,8 +218,8 @@ def test_large_scale_training_is_compared_with_the_condensed_trained_adapter(scr
         "CamRest training KB setting (SmolLM2 + LoRA, prompt, NLL + MML, the same training turns, "
         "learning rates and seed; both scored on the dataset-level KB, K = 7): trained on top-7 "
         "retrievals from the dataset-level KB (its retriever trained jointly) 33.50 / 6.25, trained on "
-        "each dialogue's own KB (the shipped adapter, over the warm-up retriever; it was trained with "
-        "whole records, the large-scale run with records cut at 48 tokens) 25.00 / 5.00 "
+        "each dialogue's own KB (the 240-turn adapter shipped before, over the warm-up retriever; it was "
+        "trained with whole records, the large-scale run with records cut at 48 tokens) 25.00 / 5.00 "
         "(Entity F1 / BLEU); Entity F1 difference +8.50, 95% interval [+1.00, +16.00]; "
         "Recall@1 64.00 vs 60.00, Recall@7 98.00 vs 97.00." in text
     )

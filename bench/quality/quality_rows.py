@@ -49,18 +49,29 @@ LARGE_48 = "--set generator.max_record_tokens=48 --set optim.batch_size=2 --set 
 # configs/smd-condensed-prompt-smollm2-cpu.yaml keeps 48 tokens (the whole-records row sets its own).
 SMD_CPU = "mktod train --config configs/smd-condensed-prompt-smollm2-cpu.yaml "
 DETACH_LABEL = "SmolLM2-135M + LoRA, prompt, NLL + MML with MML training the retriever only"
-SHIPPED_ADAPTER = (
+# The 240-turn adapter that mktod/pretrained/smollm2-camrest-lora shipped before the 448-turn pipeline;
+# kept in bench/quality/adapters/smollm2-camrest-lora-r104 for the lora-warmup rows that read it.
+R104_ADAPTER = (
     f"{CAMREST_CPU}"
     "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-r104 (CPU, condensed KBs, whole records, "
-    "60 steps x 4 turns; its step-60 checkpoint, the ft-prompt-mml-r104 row's generator, is the adapter "
-    "shipped in mktod/pretrained/smollm2-camrest-lora)"
+    "60 steps x 4 turns; its step-60 checkpoint, the ft-prompt-mml-r104 row's generator, was the adapter "
+    "shipped in mktod/pretrained/smollm2-camrest-lora before the 448-turn one, and is kept in "
+    "bench/quality/adapters/smollm2-camrest-lora-r104)"
 )
-# The 448-turn CamRest prompt run (README, "Training length"): its row and its as-served pipeline's row.
+# The 448-turn CamRest prompt run (README, "Training length"): its row, its as-served pipeline's row
+# and the pipeline shipped in mktod/pretrained/smollm2-camrest-lora.
 PAR448 = (
     f"{CAMREST_CPU}--set generator.record_attention=parallel --set loss.mml_dropout=false "
     "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
     "--set optim.eval_every=14 --set optim.save_every=7 "
     "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-par448 --max-time 92"
+)
+SHIPPED = (
+    f"{PAR448}; "
+    "mktod export-pipeline --checkpoint runs/camrest-condensed-prompt-smollm2-cpu-par448/best "
+    "--out mktod/pretrained/smollm2-camrest-lora --retriever-bits 4 (CPU, 56 steps x 8 turns; the "
+    "ft-prompt-mml-par448 row's generator, and its jointly trained retriever as a 4-bit delta over the "
+    "bundled all-MiniLM-L6-v2)"
 )
 ROWS = (
     Row(
@@ -222,14 +233,24 @@ ROWS = (
     ),
     Row(
         "par448-as-served",
-        "SmolLM2-135M + LoRA, the 448-turn run's adapter in a pipeline built as the shipped one (the "
-        "bundled all-MiniLM-L6-v2 as its retriever), prompt",
+        "SmolLM2-135M + LoRA, the 448-turn run's adapter over the bundled all-MiniLM-L6-v2 as it comes "
+        "(how the pipeline shipped before it was built), prompt",
         "runs/pipelines/camrest-par448-served",
         "camrest",
         f"{PAR448}; "
         "mktod export-pipeline --checkpoint runs/camrest-condensed-prompt-smollm2-cpu-par448/best "
         "--out runs/pipelines/camrest-par448-served --retriever encoder:all-MiniLM-L6-v2 "
         "(CPU, the ft-prompt-mml-par448 row's generator)",
+    ),
+    Row(
+        "r104-as-served",
+        "SmolLM2-135M + LoRA, the pipeline shipped before the 448-turn one, as it was served (its 240-turn "
+        "adapter over the bundled all-MiniLM-L6-v2 as it comes), prompt",
+        "bench/quality/adapters/smollm2-camrest-lora-r104",
+        "camrest",
+        f"{R104_ADAPTER}; mktod export-pipeline --checkpoint "
+        "runs/camrest-condensed-prompt-smollm2-cpu-r104/best --out mktod/pretrained/smollm2-camrest-lora "
+        "--retriever encoder:all-MiniLM-L6-v2",
     ),
     Row(
         "b2b-prompt-mml",
@@ -350,19 +371,20 @@ ROWS = (
     ),
     Row(
         "lora-warmup-condensed",
-        "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
+        "SmolLM2-135M + LoRA (the 240-turn adapter shipped before) over the warm-up retriever, prompt",
         "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
         "camrest",
-        SHIPPED_ADAPTER,
+        R104_ADAPTER,
         options=("--setting", "condensed", "--k", "6"),
     ),
     Row(
         "shipped",
-        "SmolLM2-135M + LoRA, the shipped pipeline as `make run` and `mktod serve` use it (the bundled "
-        "all-MiniLM-L6-v2 as its retriever), prompt",
+        "SmolLM2-135M + LoRA, the shipped pipeline as `make run` and `mktod serve` use it (the 448-turn "
+        "run's adapter and its jointly trained retriever, a 4-bit delta over the bundled all-MiniLM-L6-v2), "
+        "prompt",
         "mktod/pretrained/smollm2-camrest-lora",
         "camrest",
-        SHIPPED_ADAPTER,
+        SHIPPED,
     ),
     Row(
         "shipped-norepeat4",
@@ -370,15 +392,15 @@ ROWS = (
         "(`--no-repeat-ngram 4`)",
         "mktod/pretrained/smollm2-camrest-lora",
         "camrest",
-        SHIPPED_ADAPTER,
+        SHIPPED,
         options=("--no-repeat-ngram", "4"),
     ),
     Row(
         "lora-warmup-large",
-        "SmolLM2-135M + LoRA (the shipped adapter) over the warm-up retriever, prompt",
+        "SmolLM2-135M + LoRA (the 240-turn adapter shipped before) over the warm-up retriever, prompt",
         "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
         "camrest",
-        SHIPPED_ADAPTER,
+        R104_ADAPTER,
     ),
     Row(
         "ft-large-prompt-mml",
@@ -1062,11 +1084,20 @@ PAIRINGS = (
     ),
     Pairing(
         "par448-as-served",
-        "shipped",
+        "r104-as-served",
         "served adapter",
-        "each in a pipeline as `make run` builds it: the bundled all-MiniLM-L6-v2 as its retriever, greedy",
+        "each over the bundled all-MiniLM-L6-v2 as it comes, as the pipeline shipped before the 448-turn "
+        "one was built, greedy",
         "the 448-turn run's adapter",
-        "the shipped 240-turn adapter",
+        "the 240-turn adapter shipped before",
+    ),
+    Pairing(
+        "shipped",
+        "par448-as-served",
+        "served retriever",
+        "the 448-turn run's adapter, greedy",
+        "its jointly trained retriever as a 4-bit delta over all-MiniLM-L6-v2 (the shipped pipeline)",
+        "the bundled all-MiniLM-L6-v2 as it comes",
     ),
     Pairing(
         "ft-prompt-mml-r96",
@@ -1215,13 +1246,13 @@ TRAIN_SETTING_PAIRS = (
     SettingPair(
         "ft-large-prompt-mml",
         "lora-warmup-large",
-        "the shipped adapter, over the warm-up retriever; it was trained with whole records, the "
-        "large-scale run with records cut at 48 tokens",
+        "the 240-turn adapter shipped before, over the warm-up retriever; it was trained with whole "
+        "records, the large-scale run with records cut at 48 tokens",
     ),
     SettingPair(
         "ft-large-prompt-mml-r104",
         "lora-warmup-large",
-        "the shipped adapter, over the warm-up retriever; both trained with whole records",
+        "the 240-turn adapter shipped before, over the warm-up retriever; both trained with whole records",
     ),
     SettingPair(
         "ft-large-prompt-mml",
