@@ -140,7 +140,7 @@ def measure(args: argparse.Namespace, paths: DataPaths) -> dict[str, Any]:
         "versions": versions,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         "commit": commit.stdout.strip(),
-        "command": "python bench/retriever_delta/run.py " + " ".join(args.argv),
+        "command": " ".join(["python bench/retriever_delta/run.py", *args.argv]),
     }
 
 
@@ -161,7 +161,7 @@ def write_markdown(result: dict[str, Any], out: Path) -> None:
         size = "" if v["bytes"] is None else f"{v['bytes'] / 1e6:.1f}"
         same = "" if "same_order_pct" not in v else f"{v['same_order_pct']:.2f}"
         top = "" if "same_top1_pct" not in v else f"{v['same_top1_pct']:.2f}"
-        gap = "" if "max_score_difference" not in v else f"{v['max_score_difference']:.4f}"
+        gap = "" if "max_score_difference" not in v else f"{v['max_score_difference']:.1e}"
         rows = v.get("rows_kept", {}).get("context.embeddings.word_embeddings.weight")
         kept = "" if rows is None else f"{rows:,} of {result['word_embedding_rows']:,}"
         lines.append(
