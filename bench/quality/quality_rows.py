@@ -60,11 +60,19 @@ R104_ADAPTER = (
 )
 # The 448-turn CamRest prompt run (README, "Training length"): its row, its as-served pipeline's row
 # and the pipeline shipped in mktod/pretrained/smollm2-camrest-lora.
-PAR448 = (
-    f"{CAMREST_CPU}--set generator.record_attention=parallel --set loss.mml_dropout=false "
+PAR448_RECIPE = (
+    "--set generator.record_attention=parallel --set loss.mml_dropout=false "
     "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
     "--set optim.eval_every=14 --set optim.save_every=7 "
+)
+PAR448 = (
+    f"{CAMREST_CPU}{PAR448_RECIPE}"
     "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-par448 --max-time 92"
+)
+# Its ablation without meta knowledge (so without the easy negative either), the same recipe.
+PAR448_NONE = (
+    f"{CAMREST_CPU}--set meta.mode=none --set meta.use_negative=false {PAR448_RECIPE}"
+    "--set output_dir=runs/camrest-condensed-none-smollm2-cpu-par448 --max-time 150"
 )
 SHIPPED = (
     f"{PAR448}; "
@@ -230,6 +238,15 @@ ROWS = (
         "camrest",
         f"{PAR448} (CPU, 56 steps x 8 turns, 72 min)",
         "runs/camrest-condensed-prompt-smollm2-cpu-par448",
+    ),
+    Row(
+        "ft-none-mml-par448",
+        "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML, whole records, 448 training turns in the "
+        "parallel record layout",
+        "runs/camrest-condensed-none-smollm2-cpu-par448/best",
+        "camrest",
+        f"{PAR448_NONE} (CPU, 56 steps x 8 turns, 76 min, beside other jobs for its first 40)",
+        "runs/camrest-condensed-none-smollm2-cpu-par448",
     ),
     Row(
         "par448-as-served",
@@ -1081,6 +1098,14 @@ PAIRINGS = (
         "records in the parallel layout and computes MML's likelihoods without dropout",
         "448 turns (56 x 8)",
         "240 turns (60 x 4)",
+    ),
+    Pairing(
+        "ft-prompt-mml-par448",
+        "ft-none-mml-par448",
+        "meta-knowledge ablation",
+        "whole records, 448 training turns in the parallel record layout, the same data order and seed",
+        "prompt meta knowledge",
+        "the records alone (`meta.mode: none`; no tags, so no easy negative either)",
     ),
     Pairing(
         "par448-as-served",
