@@ -146,13 +146,16 @@ def apply_delta(
             matrix = target.view(target.shape[0], -1)
             rows = tensors.get(f"{key}.rows")
             count = matrix.shape[0] if rows is None else rows.numel()
-            numel = count * matrix.shape[1]
-            values = dequantise(tensors[f"{key}.q"], tensors[f"{key}.scale"], info.bits, info.group, numel)
-            values = values.reshape(count, matrix.shape[1]).to(matrix.dtype)
-            if rows is None:
-                matrix.add_(values)
-            else:
-                matrix.index_add_(0, rows, values)
+            try:
+                codes, scale = tensors[f"{key}.q"], tensors[f"{key}.scale"]
+                values = dequantise(codes, scale, info.bits, info.group, count * matrix.shape[1])
+                values = values.reshape(count, matrix.shape[1]).to(matrix.dtype)
+                if rows is None:
+                    matrix.add_(values)
+                else:
+                    matrix.index_add_(0, rows, values)
+            except (KeyError, RuntimeError, IndexError) as exc:
+                raise ConfigError(f"{where}: the delta of {key!r} is damaged ({exc})") from None
 
 
 def write_delta(towers: Mapping[str, tuple[nn.Module, nn.Module]], directory: Path, info: DeltaInfo) -> None:

@@ -122,6 +122,14 @@ def test_a_damaged_delta_folder_says_what_is_wrong(tmp_path: Path) -> None:
     save_file({"context.no.such.weight.full": torch.zeros(2), **tensors}, str(folder / DELTA_FILE))
     with pytest.raises(ConfigError, match=r"'context\.no\.such\.weight'"):
         DenseEncoder.load(folder)
+    key = f"context.{EMBEDDING}"
+    short = {**tensors, f"{key}.q": tensors[f"{key}.q"][:-1]}  # a truncated file's codes
+    save_file(short, str(folder / DELTA_FILE))
+    with pytest.raises(ConfigError, match=r"the delta of 'context\.embeddings\.word_embeddings\.weight' is"):
+        DenseEncoder.load(folder)
+    save_file({k: v for k, v in tensors.items() if k != f"{key}.scale"}, str(folder / DELTA_FILE))
+    with pytest.raises(ConfigError, match="is damaged"):
+        DenseEncoder.load(folder)
     (folder / DELTA_FILE).unlink()
     with pytest.raises(ConfigError, match=r"delta\.safetensors is missing"):
         DenseEncoder.load(folder)
