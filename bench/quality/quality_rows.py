@@ -413,6 +413,14 @@ ROWS = (
         options=("--no-repeat-ngram", "4"),
     ),
     Row(
+        "shipped-all",
+        "SmolLM2-135M + LoRA, the shipped pipeline as served, prompt, on the whole test split",
+        "mktod/pretrained/smollm2-camrest-lora",
+        "camrest",
+        SHIPPED,
+        limit=None,
+    ),
+    Row(
         "lora-warmup-large",
         "SmolLM2-135M + LoRA (the 240-turn adapter shipped before) over the warm-up retriever, prompt",
         "configs/pipelines/camrest-large-smollm2-lora-prompt.yaml",
