@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 from pathlib import Path
 
 
@@ -55,3 +56,21 @@ def bf16_cpu_warning(
         + " in /proc/cpuinfo): PyTorch emulates it and each step is many times slower than fp32; "
         f"pass --set {key}=fp32"
     )
+
+
+def git_commit(repo: Path) -> str:
+    """The checkout's short commit, marked when tracked files differ from it; "unknown" outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" (with uncommitted changes)" if dirty else "")

@@ -47,3 +47,11 @@ def test_no_bf16_warning_where_bf16_is_native_or_not_asked(tmp_path: Path) -> No
     assert bf16_cpu_warning("bf16", "cuda:0", "optim.precision", plain) is None
     # A machine that does not report its flags (not Linux) gets the benefit of the doubt.
     assert bf16_cpu_warning("bf16", "cpu", "optim.precision", tmp_path / "missing") is None
+
+
+def test_git_commit_names_the_checkout_or_says_unknown(tmp_path: Path) -> None:
+    from mktod.sysinfo import git_commit
+
+    head = git_commit(Path(__file__).resolve().parents[1])
+    assert len(head.split()[0]) == 12 and all(c in "0123456789abcdef" for c in head.split()[0])
+    assert git_commit(tmp_path) == "unknown"

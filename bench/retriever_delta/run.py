@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +34,11 @@ import torch
 from mktod.cli_common import add_path_options, offline_data_paths
 from mktod.datasets import DataPaths, get_loader
 from mktod.encoder import format_context, resolve_model
+from mktod.encoder_delta import DELTA_FILE
 from mktod.evaluate_retriever import score_split
 from mktod.export import folder_size
 from mktod.retriever import ENCODER_PREFIX, Retriever, build_retriever
+from mktod.sysinfo import cpu_model, git_commit
 from mktod.types import Split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,14 +121,12 @@ def measure(args: argparse.Namespace, paths: DataPaths) -> dict[str, Any]:
             loaded = Retriever.load(folder)
             extra = {
                 **agreement(full_ranks, rankings(loaded, split)),
-                "rows_kept": rows_kept(folder / "delta.safetensors"),
+                "rows_kept": rows_kept(folder / DELTA_FILE),
             }
             versions.append(scored(f"{bits}-bit delta", loaded, folder_size(folder), extra))
     base = build_retriever(f"{ENCODER_PREFIX}{full.encoder.config.model}")
     assert isinstance(base, Retriever)
     versions.append(scored("base encoder, untuned", base, None, agreement(full_ranks, rankings(base, split))))
-    git = ["git", "rev-parse", "--short=12", "HEAD"]
-    commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False)
     return {
         "retriever": str(source),
         "base": full.encoder.config.model,
@@ -138,8 +136,8 @@ def measure(args: argparse.Namespace, paths: DataPaths) -> dict[str, Any]:
         "weight_shift": weight_shift(full),
         "word_embedding_rows": int(full.encoder.context_model.config.vocab_size),
         "versions": versions,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "commit": commit.stdout.strip(),
+        "machine": f"{cpu_model()}, {torch.get_num_threads()} threads",
+        "commit": git_commit(ROOT),
         "command": " ".join(["python bench/retriever_delta/run.py", *args.argv]),
     }
 

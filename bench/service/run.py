@@ -54,7 +54,7 @@ from loadstats import (  # beside this file: the script's folder is on sys.path
 from tqdm import tqdm
 
 from mktod.local_server import LocalServer, ServerStartError, free_port, local_server
-from mktod.sysinfo import cpu_model
+from mktod.sysinfo import cpu_model, git_commit
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): no display on servers and CI
@@ -237,23 +237,6 @@ def measure(
 
 
 # ---------------------------------------------------------------------- reporting
-def git_commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" (with uncommitted changes)" if dirty else "")
-
-
 def gpu_name() -> str:
     if shutil.which("nvidia-smi") is None:
         return "no GPU"
@@ -372,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info()
     given = sys.argv[1:] if argv is None else list(argv)
     run = {
-        "commit": git_commit(),
+        "commit": git_commit(REPO),
         "command": shlex.join(["python", "bench/service/run.py", *given]),
         "server_command": shlex.join(
             ["mktod", "serve", "--state-dir", "TMP", "--port", "PORT", "--log-level", "warning", *serve_args]
