@@ -5,7 +5,7 @@ run_local.py evaluates and reports them."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 
@@ -85,6 +85,46 @@ SHIPPED = (
     "--out mktod/pretrained/smollm2-camrest-lora --retriever-bits 4 (CPU, 56 steps x 8 turns; the "
     "ft-prompt-mml-par448 row's generator, and its jointly trained retriever as a 4-bit delta over the "
     "bundled all-MiniLM-L6-v2)"
+)
+
+
+def on_whole_split(row: Row) -> Row:
+    """``row`` scored again on the whole test split, as row NAME-all (train_run "": ``row`` plots the run)."""
+    return replace(
+        row, name=f"{row.name}-all", label=f"{row.label}, on the whole test split", train_run="", limit=None
+    )
+
+
+# The 448-turn CamRest runs. Each is also scored on the whole test split (the first 100 turns are easier
+# than the rest: shipped against shipped-all), which narrows its pairings' intervals.
+PAR448_ROWS = (
+    Row(
+        "ft-prompt-mml-par448",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records, 448 training turns in the parallel record "
+        "layout",
+        "runs/camrest-condensed-prompt-smollm2-cpu-par448/best",
+        "camrest",
+        f"{PAR448} (CPU, 56 steps x 8 turns, 72 min)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-par448",
+    ),
+    Row(
+        "ft-none-mml-par448",
+        "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML, whole records, 448 training turns in the "
+        "parallel record layout",
+        "runs/camrest-condensed-none-smollm2-cpu-par448/best",
+        "camrest",
+        f"{PAR448_NONE} (CPU, 56 steps x 8 turns, 76 min, beside other jobs for its first 40)",
+        "runs/camrest-condensed-none-smollm2-cpu-par448",
+    ),
+    Row(
+        "ft-prompt-nll-par448",
+        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), whole records, 448 training turns in the "
+        "parallel record layout",
+        "runs/camrest-condensed-prompt-nll-smollm2-cpu-par448/best",
+        "camrest",
+        f"{PAR448_NLL} (CPU, 56 steps x 8 turns, 54 min)",
+        "runs/camrest-condensed-prompt-nll-smollm2-cpu-par448",
+    ),
 )
 ROWS = (
     Row(
@@ -235,62 +275,8 @@ ROWS = (
         "--set output_dir=runs/camrest-condensed-prefix-smollm2-cpu-r104 (CPU, 60 steps x 4 turns)",
         "runs/camrest-condensed-prefix-smollm2-cpu-r104",
     ),
-    Row(
-        "ft-prompt-mml-par448",
-        "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records, 448 training turns in the parallel record "
-        "layout",
-        "runs/camrest-condensed-prompt-smollm2-cpu-par448/best",
-        "camrest",
-        f"{PAR448} (CPU, 56 steps x 8 turns, 72 min)",
-        "runs/camrest-condensed-prompt-smollm2-cpu-par448",
-    ),
-    Row(
-        "ft-none-mml-par448",
-        "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML, whole records, 448 training turns in the "
-        "parallel record layout",
-        "runs/camrest-condensed-none-smollm2-cpu-par448/best",
-        "camrest",
-        f"{PAR448_NONE} (CPU, 56 steps x 8 turns, 76 min, beside other jobs for its first 40)",
-        "runs/camrest-condensed-none-smollm2-cpu-par448",
-    ),
-    Row(
-        "ft-prompt-nll-par448",
-        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), whole records, 448 training turns in the "
-        "parallel record layout",
-        "runs/camrest-condensed-prompt-nll-smollm2-cpu-par448/best",
-        "camrest",
-        f"{PAR448_NLL} (CPU, 56 steps x 8 turns, 54 min)",
-        "runs/camrest-condensed-prompt-nll-smollm2-cpu-par448",
-    ),
-    # The 448-turn runs again on the whole test split: the first 100 turns are easier than the rest
-    # (shipped against shipped-all), and 539 turns narrow the pairings' intervals.
-    Row(
-        "ft-prompt-mml-par448-all",
-        "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records, 448 training turns in the parallel record "
-        "layout, on the whole test split",
-        "runs/camrest-condensed-prompt-smollm2-cpu-par448/best",
-        "camrest",
-        f"{PAR448} (CPU, 56 steps x 8 turns, 72 min)",
-        limit=None,
-    ),
-    Row(
-        "ft-none-mml-par448-all",
-        "SmolLM2-135M + LoRA, no meta knowledge, NLL + MML, whole records, 448 training turns in the "
-        "parallel record layout, on the whole test split",
-        "runs/camrest-condensed-none-smollm2-cpu-par448/best",
-        "camrest",
-        f"{PAR448_NONE} (CPU, 56 steps x 8 turns, 76 min, beside other jobs for its first 40)",
-        limit=None,
-    ),
-    Row(
-        "ft-prompt-nll-par448-all",
-        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), whole records, 448 training turns in the "
-        "parallel record layout, on the whole test split",
-        "runs/camrest-condensed-prompt-nll-smollm2-cpu-par448/best",
-        "camrest",
-        f"{PAR448_NLL} (CPU, 56 steps x 8 turns, 54 min)",
-        limit=None,
-    ),
+    *PAR448_ROWS,
+    *(on_whole_split(row) for row in PAR448_ROWS),
     Row(
         "par448-as-served",
         "SmolLM2-135M + LoRA, the 448-turn run's adapter over the bundled all-MiniLM-L6-v2 as it comes "
