@@ -139,6 +139,8 @@ def travelling_bytes(kit: Path) -> dict[str, int]:
         cwd=ROOT, capture_output=True, check=True,
     ).stdout.decode().split("\0")  # fmt: skip
     tree = sum((ROOT / p).stat().st_size for p in listed if p and (ROOT / p).is_file())
+    # Not mktod.export.folder_size: run.py imports this module on the device, which lacks what
+    # mktod.export pulls in (rank_bm25 through the retriever; tests/test_bench_device.py blocks it).
     return {"working tree": tree, "kit": sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())}
 
 

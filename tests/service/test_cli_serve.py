@@ -40,6 +40,7 @@ def test_shipped_default_pipeline_is_complete() -> None:
     """The folder `mktod serve` falls back to ships with the package: a LoRA adapter and its trained
     retriever as a delta over the bundled MiniLM, within issue #4's 25 MB, with its training command."""
     from mktod.checkpoint import is_complete, load_spec
+    from mktod.export import folder_size
     from mktod.paths import default_pipeline_dir
 
     folder = default_pipeline_dir()
@@ -51,8 +52,7 @@ def test_shipped_default_pipeline_is_complete() -> None:
     meta = json.loads((folder / "retriever" / "encoder.json").read_text())
     assert meta["delta"]["bits"] in (4, 8) and meta["config"]["model"] == "all-MiniLM-L6-v2"
     assert "mktod train" in (folder / "config.yaml").read_text()
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert size <= 25 * 1024 * 1024
+    assert folder_size(folder) <= 25 * 1024 * 1024
 
 
 def test_shipped_retriever_loads_over_the_installed_base() -> None:
