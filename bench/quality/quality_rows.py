@@ -79,6 +79,15 @@ PAR448_NLL = (
     f"{CAMREST_CPU}--set loss.use_mml=false {PAR448_RECIPE}"
     "--set output_dir=runs/camrest-condensed-prompt-nll-smollm2-cpu-par448 --max-time 150"
 )
+# The same recipe on SMD, whose config keeps records cut at 48 tokens (hence -r48 in its rows' names): with
+# MML and without. The other SMD SmolLM2 rows train 120 turns (30 steps x 4, the config as it is).
+SMD_PAR448 = (
+    f"{SMD_CPU}{PAR448_RECIPE}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-par448 --max-time 75"
+)
+SMD_PAR448_NLL = (
+    f"{SMD_CPU}--set loss.use_mml=false {PAR448_RECIPE}"
+    "--set output_dir=runs/smd-condensed-prompt-nll-smollm2-cpu-par448 --max-time 65"
+)
 SHIPPED = (
     f"{PAR448}; "
     "mktod export-pipeline --checkpoint runs/camrest-condensed-prompt-smollm2-cpu-par448/best "
@@ -640,6 +649,23 @@ ROWS = (
         "runs/smd-condensed-prefix-smollm2-cpu-nomml",
     ),
     Row(
+        "ft-prompt-mml-par448-r48",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, 448 training turns in the parallel record layout",
+        "runs/smd-condensed-prompt-smollm2-cpu-par448/best",
+        "smd",
+        f"{SMD_PAR448} (CPU, 56 steps x 8 turns, 50 min)",
+        "runs/smd-condensed-prompt-smollm2-cpu-par448",
+    ),
+    Row(
+        "ft-prompt-nll-par448-r48",
+        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), 448 training turns in the parallel record layout",
+        "runs/smd-condensed-prompt-nll-smollm2-cpu-par448/best",
+        "smd",
+        f"{SMD_PAR448_NLL} (CPU, 56 steps x 8 turns, 56 min, beside the scoring of another row for its "
+        "first 27)",
+        "runs/smd-condensed-prompt-nll-smollm2-cpu-par448",
+    ),
+    Row(
         "b2b-selfx-prompt-mml",
         "BERT2BERT (MiniLM, cross-attention copied from self-attention) FiD, prompt, NLL + MML",
         "runs/smd-condensed-prompt-cpu/best",
@@ -1168,6 +1194,24 @@ PAIRINGS = (
         f"{PAR448_SAME}, the whole test split",
         "with MML",
         "without MML",
+    ),
+    Pairing(
+        "ft-prompt-mml-par448-r48",
+        "ft-prompt-nll-par448-r48",
+        "prompt ablation",
+        "records cut at 48 tokens, 448 training turns in the parallel record layout, the same data order "
+        "and seed",
+        "with MML",
+        "without MML",
+    ),
+    Pairing(
+        "ft-prompt-mml-par448-r48",
+        "ft-prompt-mml-rerun",
+        "training length",
+        "prompt, NLL + MML, records cut at 48 tokens, the same data order and seed; the longer run also "
+        "reads its records in the parallel layout and computes MML's likelihoods without dropout",
+        "448 turns (56 x 8)",
+        "120 turns (30 x 4)",
     ),
     Pairing(
         "par448-as-served",
