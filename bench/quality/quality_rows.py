@@ -985,7 +985,24 @@ DETACH_RUNS = (  # how an MML's-gradient pairing names its two runs
     "MML trains the generator and the retriever (the default)",
     "the retriever only (`loss.detach_generator: true`; the generator learns from NLL alone)",
 )
-PAR448_SAME = "whole records, 448 training turns in the parallel record layout, the same data order and seed"
+PAR448_TURNS = "448 training turns in the parallel record layout, the same data order and seed"
+PAR448_SAME = f"whole records, {PAR448_TURNS}"
+
+
+def par448_length(first: str, second: str, records: str, shorter: str) -> Pairing:
+    """A 448-turn prompt run (``first``) against the shorter run of its config (``second``, ``shorter``
+    turns): the same data order and seed, with ``records`` (how its records were budgeted) in common."""
+    return Pairing(
+        first,
+        second,
+        "training length",
+        f"prompt, NLL + MML, {records}, the same data order and seed; the longer run also reads its "
+        "records in the parallel layout and computes MML's likelihoods without dropout",
+        "448 turns (56 x 8)",
+        shorter,
+    )
+
+
 PAIRINGS = (
     Pairing("ft-prompt-mml", "ft-prompt-nll", "prompt ablation", SAME_SEED, "with MML", "without MML"),
     Pairing("ft-prefix-mml", "ft-prefix-nll", "prefix ablation", SAME_SEED, "with MML", "without MML"),
@@ -1154,15 +1171,7 @@ PAIRINGS = (
         "48 (a CamRest record cut after its location or address: its food, phone, postcode and "
         "price range never shown)",
     ),
-    Pairing(
-        "ft-prompt-mml-par448",
-        "ft-prompt-mml-r104",
-        "training length",
-        "prompt, NLL + MML, whole records, the same data order and seed; the longer run also reads its "
-        "records in the parallel layout and computes MML's likelihoods without dropout",
-        "448 turns (56 x 8)",
-        "240 turns (60 x 4)",
-    ),
+    par448_length("ft-prompt-mml-par448", "ft-prompt-mml-r104", "whole records", "240 turns (60 x 4)"),
     Pairing(
         "ft-prompt-mml-par448",
         "ft-none-mml-par448",
@@ -1199,19 +1208,12 @@ PAIRINGS = (
         "ft-prompt-mml-par448-r48",
         "ft-prompt-nll-par448-r48",
         "prompt ablation",
-        "records cut at 48 tokens, 448 training turns in the parallel record layout, the same data order "
-        "and seed",
+        f"records cut at 48 tokens, {PAR448_TURNS}",
         "with MML",
         "without MML",
     ),
-    Pairing(
-        "ft-prompt-mml-par448-r48",
-        "ft-prompt-mml-rerun",
-        "training length",
-        "prompt, NLL + MML, records cut at 48 tokens, the same data order and seed; the longer run also "
-        "reads its records in the parallel layout and computes MML's likelihoods without dropout",
-        "448 turns (56 x 8)",
-        "120 turns (30 x 4)",
+    par448_length(
+        "ft-prompt-mml-par448-r48", "ft-prompt-mml-rerun", "records cut at 48 tokens", "120 turns (30 x 4)"
     ),
     Pairing(
         "par448-as-served",
