@@ -65,28 +65,31 @@ PAR448_RECIPE = (
     "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
     "--set optim.eval_every=14 --set optim.save_every=7 "
 )
-PAR448 = (
-    f"{CAMREST_CPU}{PAR448_RECIPE}"
-    "--set output_dir=runs/camrest-condensed-prompt-smollm2-cpu-par448 --max-time 92"
-)
+
+
+def par448(base: str, output_dir: str, max_minutes: int, options: str = "") -> str:
+    """The recipe's training command: ``base`` (a CPU config's command), then ``options``, the recipe,
+    the run's output folder under runs/ and its --max-time."""
+    return f"{base}{options}{PAR448_RECIPE}--set output_dir=runs/{output_dir} --max-time {max_minutes}"
+
+
+PAR448 = par448(CAMREST_CPU, "camrest-condensed-prompt-smollm2-cpu-par448", 92)
 # Its ablation without meta knowledge (so without the easy negative either), the same recipe.
-PAR448_NONE = (
-    f"{CAMREST_CPU}--set meta.mode=none --set meta.use_negative=false {PAR448_RECIPE}"
-    "--set output_dir=runs/camrest-condensed-none-smollm2-cpu-par448 --max-time 150"
+PAR448_NONE = par448(
+    CAMREST_CPU,
+    "camrest-condensed-none-smollm2-cpu-par448",
+    150,
+    "--set meta.mode=none --set meta.use_negative=false ",
 )
 # Its ablation without MML (NLL only, so the retriever stays as warm-up left it), the same recipe.
-PAR448_NLL = (
-    f"{CAMREST_CPU}--set loss.use_mml=false {PAR448_RECIPE}"
-    "--set output_dir=runs/camrest-condensed-prompt-nll-smollm2-cpu-par448 --max-time 150"
+PAR448_NLL = par448(
+    CAMREST_CPU, "camrest-condensed-prompt-nll-smollm2-cpu-par448", 150, "--set loss.use_mml=false "
 )
 # The same recipe on SMD, whose config keeps records cut at 48 tokens (hence -r48 in its rows' names): with
 # MML and without. The other SMD SmolLM2 rows train 120 turns (30 steps x 4, the config as it is).
-SMD_PAR448 = (
-    f"{SMD_CPU}{PAR448_RECIPE}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-par448 --max-time 75"
-)
-SMD_PAR448_NLL = (
-    f"{SMD_CPU}--set loss.use_mml=false {PAR448_RECIPE}"
-    "--set output_dir=runs/smd-condensed-prompt-nll-smollm2-cpu-par448 --max-time 65"
+SMD_PAR448 = par448(SMD_CPU, "smd-condensed-prompt-smollm2-cpu-par448", 75)
+SMD_PAR448_NLL = par448(
+    SMD_CPU, "smd-condensed-prompt-nll-smollm2-cpu-par448", 65, "--set loss.use_mml=false "
 )
 SHIPPED = (
     f"{PAR448}; "
