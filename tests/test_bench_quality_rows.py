@@ -49,9 +49,24 @@ def test_a_rows_training_command_loads_and_writes_where_the_row_reads(row: Any) 
     assert config.is_file(), f"{row.name}: {config} is not in the repository"
     cfg = load_config(TrainConfig, config, sets)  # an unknown key or bad value raises here
     assert cfg.data.dataset == row.dataset
-    if row.train_run:  # "": a pipeline file over a shipped adapter
+    if row.train_run:  # "": a pipeline file over a shipped adapter, or a run another row plots
         assert str(cfg.output_dir) == row.train_run
         assert row.checkpoint.startswith(f"{row.train_run}/")
+    if row.checkpoint.endswith(("/best", "/last")):  # also the -all and -last rows, which plot nothing
+        assert row.checkpoint.rsplit("/", 1)[0] == str(cfg.output_dir)
+
+
+def test_a_last_step_row_reads_the_same_run_and_refuses_anything_but_a_best_checkpoint() -> None:
+    row = next(r for r in Q.ROWS if r.checkpoint.endswith("/best") and r.train_run)
+    last = Q.at_last_step(row, 56)
+    assert (last.name, last.checkpoint, last.train_run) == (
+        f"{row.name}-last",
+        f"{row.train_run}/last",
+        "",
+    )
+    assert last.label.endswith("its last (step-56) checkpoint") and last.training == row.training
+    with pytest.raises(ValueError, match=row.name):
+        Q.at_last_step(last, 56)
 
 
 def test_the_parser_reads_overrides_and_drops_the_where_note() -> None:

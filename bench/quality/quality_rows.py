@@ -60,8 +60,11 @@ R104_ADAPTER = (
 )
 # The 448-turn CamRest prompt run (README, "Training length"): its row, its as-served pipeline's row
 # and the pipeline shipped in mktod/pretrained/smollm2-camrest-lora.
+# The recipe's record layout: each record read beside the context but hidden from the others, and MML's
+# single-record likelihoods without dropout.
+PARALLEL_LAYOUT = "--set generator.record_attention=parallel --set loss.mml_dropout=false "
 PAR448_RECIPE = (
-    "--set generator.record_attention=parallel --set loss.mml_dropout=false "
+    f"{PARALLEL_LAYOUT}"
     "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
     "--set optim.eval_every=14 --set optim.save_every=7 "
 )
@@ -107,6 +110,20 @@ def on_whole_split(row: Row) -> Row:
     )
 
 
+def at_last_step(row: Row, steps: int) -> Row:
+    """``row``'s run scored at its last checkpoint (``steps`` optimiser steps) instead of the one its dev
+    slice chose, as row NAME-last (train_run "": ``row`` plots the run)."""
+    if not row.checkpoint.endswith("/best"):
+        raise ValueError(f"row {row.name}: at_last_step needs a run's best/ checkpoint, got {row.checkpoint}")
+    return replace(
+        row,
+        name=f"{row.name}-last",
+        label=f"{row.label}, its last (step-{steps}) checkpoint",
+        checkpoint=row.checkpoint.removesuffix("/best") + "/last",
+        train_run="",
+    )
+
+
 # The 448-turn CamRest runs. Each is also scored on the whole test split (the first 100 turns are easier
 # than the rest: shipped against shipped-all), which narrows its pairings' intervals.
 PAR448_ROWS = (
@@ -136,6 +153,27 @@ PAR448_ROWS = (
         "camrest",
         f"{PAR448_NLL} (CPU, 56 steps x 8 turns, 54 min)",
         "runs/camrest-condensed-prompt-nll-smollm2-cpu-par448",
+    ),
+)
+# The 448-turn SMD runs, also scored on the whole test split: on the first 100 turns alone MML's interval
+# against NLL straddles 0.
+SMD_PAR448_ROWS = (
+    Row(
+        "ft-prompt-mml-par448-r48",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, 448 training turns in the parallel record layout",
+        "runs/smd-condensed-prompt-smollm2-cpu-par448/best",
+        "smd",
+        f"{SMD_PAR448} (CPU, 56 steps x 8 turns, 50 min)",
+        "runs/smd-condensed-prompt-smollm2-cpu-par448",
+    ),
+    Row(
+        "ft-prompt-nll-par448-r48",
+        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), 448 training turns in the parallel record layout",
+        "runs/smd-condensed-prompt-nll-smollm2-cpu-par448/best",
+        "smd",
+        f"{SMD_PAR448_NLL} (CPU, 56 steps x 8 turns, 56 min, beside the scoring of another row for its "
+        "first 27)",
+        "runs/smd-condensed-prompt-nll-smollm2-cpu-par448",
     ),
 )
 ROWS = (
@@ -651,23 +689,11 @@ ROWS = (
         "(CPU, 30 steps x 4 turns)",
         "runs/smd-condensed-prefix-smollm2-cpu-nomml",
     ),
-    Row(
-        "ft-prompt-mml-par448-r48",
-        "SmolLM2-135M + LoRA, prompt, NLL + MML, 448 training turns in the parallel record layout",
-        "runs/smd-condensed-prompt-smollm2-cpu-par448/best",
-        "smd",
-        f"{SMD_PAR448} (CPU, 56 steps x 8 turns, 50 min)",
-        "runs/smd-condensed-prompt-smollm2-cpu-par448",
-    ),
-    Row(
-        "ft-prompt-nll-par448-r48",
-        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), 448 training turns in the parallel record layout",
-        "runs/smd-condensed-prompt-nll-smollm2-cpu-par448/best",
-        "smd",
-        f"{SMD_PAR448_NLL} (CPU, 56 steps x 8 turns, 56 min, beside the scoring of another row for its "
-        "first 27)",
-        "runs/smd-condensed-prompt-nll-smollm2-cpu-par448",
-    ),
+    *SMD_PAR448_ROWS,
+    *(on_whole_split(row) for row in SMD_PAR448_ROWS),
+    # Both chose their step-28 checkpoint on 22 dev turns with entities: their last one, scored on the
+    # same test turns, says whether that choice was worth making.
+    *(at_last_step(row, 56) for row in SMD_PAR448_ROWS),
     Row(
         "b2b-selfx-prompt-mml",
         "BERT2BERT (MiniLM, cross-attention copied from self-attention) FiD, prompt, NLL + MML",
@@ -1214,6 +1240,28 @@ PAIRINGS = (
         f"records cut at 48 tokens, {PAR448_TURNS}",
         "with MML",
         "without MML",
+    ),
+    Pairing(
+        "ft-prompt-mml-par448-r48-all",
+        "ft-prompt-nll-par448-r48-all",
+        "prompt ablation",
+        f"records cut at 48 tokens, {PAR448_TURNS}, the whole test split",
+        "with MML",
+        "without MML",
+    ),
+    *(
+        Pairing(
+            f"{run}-last",
+            run,
+            "checkpoint choice",
+            f"the 448-turn run {loss}, records cut at 48 tokens",
+            "its last checkpoint (step 56)",
+            "the step-28 checkpoint its first 40 dev turns chose",
+        )
+        for run, loss in (
+            ("ft-prompt-mml-par448-r48", "with MML"),
+            ("ft-prompt-nll-par448-r48", "without MML"),
+        )
     ),
     par448_length(
         "ft-prompt-mml-par448-r48", "ft-prompt-mml-rerun", "records cut at 48 tokens", "120 turns (30 x 4)"
