@@ -94,6 +94,8 @@ SMD_PAR448 = par448(SMD_CPU, "smd-condensed-prompt-smollm2-cpu-par448", 75)
 SMD_PAR448_NLL = par448(
     SMD_CPU, "smd-condensed-prompt-nll-smollm2-cpu-par448", 65, "--set loss.use_mml=false "
 )
+# The SMD config's own 120 turns (30 steps x 4) in that layout: what the layout does without the longer run.
+SMD_PAR120 = f"{SMD_CPU}{PARALLEL_LAYOUT}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-par120"
 SHIPPED = (
     f"{PAR448}; "
     "mktod export-pipeline --checkpoint runs/camrest-condensed-prompt-smollm2-cpu-par448/best "
@@ -695,6 +697,14 @@ ROWS = (
     # same test turns, says whether that choice was worth making.
     *(at_last_step(row, 56) for row in SMD_PAR448_ROWS),
     Row(
+        "ft-prompt-mml-par120-r48",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, 120 training turns in the parallel record layout",
+        "runs/smd-condensed-prompt-smollm2-cpu-par120/best",
+        "smd",
+        f"{SMD_PAR120} (CPU, 30 steps x 4 turns, 15 min)",
+        "runs/smd-condensed-prompt-smollm2-cpu-par120",
+    ),
+    Row(
         "b2b-selfx-prompt-mml",
         "BERT2BERT (MiniLM, cross-attention copied from self-attention) FiD, prompt, NLL + MML",
         "runs/smd-condensed-prompt-cpu/best",
@@ -1265,6 +1275,26 @@ PAIRINGS = (
     ),
     par448_length(
         "ft-prompt-mml-par448-r48", "ft-prompt-mml-rerun", "records cut at 48 tokens", "120 turns (30 x 4)"
+    ),
+    # Which half of the recipe the SMD result comes from: the layout alone at the config's 120 turns,
+    # then the length alone in that layout.
+    Pairing(
+        "ft-prompt-mml-par120-r48",
+        "ft-prompt-mml-rerun",
+        "record layout",
+        "prompt, NLL + MML, records cut at 48 tokens, 120 turns (30 x 4), the same data order and seed; "
+        "the parallel run also computes MML's likelihoods without dropout",
+        "parallel (each record hidden from the others)",
+        "causal (the config's)",
+    ),
+    Pairing(
+        "ft-prompt-mml-par448-r48",
+        "ft-prompt-mml-par120-r48",
+        "training length",
+        "prompt, NLL + MML, records cut at 48 tokens, the parallel record layout without dropout in MML's "
+        "likelihoods, the same data order and seed",
+        "448 turns (56 x 8)",
+        "120 turns (30 x 4)",
     ),
     Pairing(
         "par448-as-served",
