@@ -58,11 +58,11 @@ R104_ADAPTER = (
     "shipped in mktod/pretrained/smollm2-camrest-lora before the 448-turn one, and is kept in "
     "bench/quality/adapters/smollm2-camrest-lora-r104)"
 )
+# The 448-turn recipe's record layout: each record read beside the context but hidden from the others,
+# and MML's single-record likelihoods without dropout.
+PARALLEL_LAYOUT = "--set generator.record_attention=parallel --set loss.mml_dropout=false "
 # The 448-turn CamRest prompt run (README, "Training length"): its row, its as-served pipeline's row
 # and the pipeline shipped in mktod/pretrained/smollm2-camrest-lora.
-# The recipe's record layout: each record read beside the context but hidden from the others, and MML's
-# single-record likelihoods without dropout.
-PARALLEL_LAYOUT = "--set generator.record_attention=parallel --set loss.mml_dropout=false "
 PAR448_RECIPE = (
     f"{PARALLEL_LAYOUT}"
     "--set optim.batch_size=2 --set optim.grad_accum=4 --set optim.max_steps=56 "
