@@ -96,6 +96,12 @@ SMD_PAR448_NLL = par448(
 )
 # The SMD config's own 120 turns (30 steps x 4) in that layout: what the layout does without the longer run.
 SMD_PAR120 = f"{SMD_CPU}{PARALLEL_LAYOUT}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-par120"
+# The SMD config twice as long in its own causal layout (60 steps x 4), its checkpoint chosen on the first
+# 80 dev turns instead of 40 (the 448-turn runs showed 40 too few to choose by).
+SMD_C240 = (
+    f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 "
+    "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240"
+)
 SHIPPED = (
     f"{PAR448}; "
     "mktod export-pipeline --checkpoint runs/camrest-condensed-prompt-smollm2-cpu-par448/best "
@@ -697,6 +703,14 @@ ROWS = (
     # same test turns, says whether that choice was worth making.
     *(at_last_step(row, 56) for row in SMD_PAR448_ROWS),
     Row(
+        "ft-prompt-mml-c240-r48",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, 240 training turns, checkpoint chosen on 80 dev turns",
+        "runs/smd-condensed-prompt-smollm2-cpu-c240/best",
+        "smd",
+        f"{SMD_C240} (CPU, 60 steps x 4 turns, 47 min)",
+        "runs/smd-condensed-prompt-smollm2-cpu-c240",
+    ),
+    Row(
         "ft-prompt-mml-par120-r48",
         "SmolLM2-135M + LoRA, prompt, NLL + MML, 120 training turns in the parallel record layout",
         "runs/smd-condensed-prompt-smollm2-cpu-par120/best",
@@ -1294,6 +1308,15 @@ PAIRINGS = (
         "prompt, NLL + MML, records cut at 48 tokens, the parallel record layout without dropout in MML's "
         "likelihoods, the same data order and seed",
         "448 turns (56 x 8)",
+        "120 turns (30 x 4)",
+    ),
+    Pairing(
+        "ft-prompt-mml-c240-r48",
+        "ft-prompt-mml-rerun",
+        "training length",
+        "prompt, NLL + MML, records cut at 48 tokens, the causal record layout, the same data order and "
+        "seed; the longer run chose its checkpoint on the first 80 dev turns, the shorter on 40",
+        "240 turns (60 x 4)",
         "120 turns (30 x 4)",
     ),
     Pairing(
