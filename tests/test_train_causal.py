@@ -107,6 +107,25 @@ def test_full_fine_tuning_saves_the_whole_model(root: Path, paths: DataPaths) ->
     assert isinstance(load_pipeline(last).generator, CausalGenerator)
 
 
+def test_a_restating_run_serves_with_the_restated_message(root: Path, paths: DataPaths) -> None:
+    """generator.restate_user is saved beside the checkpoint, so serving builds the prompts training saw."""
+    train(
+        causal(root, "restate", "generator.restate_user=true", "optim.max_steps=1", "data.dev_split=null"),
+        paths,
+    )
+    last = root / "restate" / "last"
+    assert load_spec(last).generator.restate_user
+    generator = load_pipeline(last).generator
+    assert isinstance(generator, CausalGenerator) and generator.cfg.restate_user
+    dialogue = get_loader("camrest").load_split("dev", paths).dialogues[0]
+    context = dialogue.context(1)
+    turn = generator.inputs.turn(context, (), "")
+    restated = generator.tokenizer.decode(
+        turn.tail[len(generator.inputs.restated) : -len(generator.inputs.tail)]
+    )
+    assert restated == generator.tokenizer.decode(generator.inputs.encode(context[-1].text))
+
+
 def test_lora_run_resumes_exactly(root: Path, paths: DataPaths, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ("optim.max_steps=4", "data.dev_split=null")
     full = train(causal(root, "r-full", *overrides), paths)

@@ -231,13 +231,11 @@ class CausalGenerator:
             for i, rec in enumerate(tr.records):
                 record_mask[b, i] = True
                 owners.append(b)
-                rows.append(
-                    ([*(rec if with_records else []), *self.inputs.tail, *tr.response], len(tr.response))
-                )
+                rows.append(([*(rec if with_records else []), *tr.tail, *tr.response], len(tr.response)))
         if with_no_entity:
             for b, tr in enumerate(turns):
                 owners.append(b)
-                rows.append(([*self.inputs.none, *self.inputs.tail, *tr.response], len(tr.response)))
+                rows.append(([*self.inputs.none, *tr.tail, *tr.response], len(tr.response)))
         return record_mask, owners, rows
 
     def _likelihoods(

@@ -4,8 +4,11 @@ One turn is one chat-formatted prompt whose parts always come in this order::
 
     prefix   = chat-template head + instruction + "Dialogue:" + context + "Knowledge:"   (per turn)
     records  = one line per tagged record (prefix or prompt rendering of the meta knowledge)
-    tail     = end of the user message + the assistant header                            (constant)
+    tail     = [restated last user message +] end of the user message + assistant header
     response = the system response + end-of-turn token                                   (the loss)
+
+The tail is the same for every turn unless ``generator.restate_user`` repeats the user's last message
+in it; either way it is the same for all of one turn's rows (joint, single-record and no-record).
 
 Each part is tokenised on its own and the ids concatenated, so the prefix of a turn is the same token
 sequence whether one or all K records follow it: the generator's prefix-cache likelihoods rely on it.
@@ -23,7 +26,7 @@ from torch import Tensor
 
 from mktod.generators.base import GeneratorConfig, RecordCuts
 from mktod.generators.prompts import PREFIX_TAG_EXPLANATION
-from mktod.generators.text import format_context
+from mktod.generators.text import format_context, last_user_message
 from mktod.meta import MetaMode, TaggedRecord, render
 from mktod.types import Utterance
 
@@ -40,6 +43,7 @@ class TurnIds:
 
     prefix: list[int]
     records: list[list[int]]
+    tail: list[int]
     response: list[int]
 
 
@@ -99,6 +103,7 @@ class CausalInputs:
         self.knowledge = self.encode("\n\nKnowledge:\n")
         self.none = self.encode("(none)\n")
         self.tail = self.encode(tail)
+        self.restated = self.encode("\n\nThe user's last message:\n")
         self.eos = int(tokenizer.eos_token_id)
         self.pad = int(tokenizer.pad_token_id)
         self.cuts = RecordCuts(cfg.max_record_tokens)
@@ -109,6 +114,15 @@ class CausalInputs:
     def context_ids(self, context: Sequence[Utterance] | str) -> list[int]:
         ids = self.encode(format_context(context))
         return ids[-self.cfg.max_context_tokens :] if self.cfg.max_context_tokens else []
+
+    def tail_ids(self, context: Sequence[Utterance] | str) -> list[int]:
+        """The chat template's tail, after the restated last user message with ``restate_user`` (cut
+        from the left like the context, so its end, nearest the answer, survives)."""
+        if not self.cfg.restate_user:
+            return self.tail
+        message = self.encode(last_user_message(context))
+        kept = message[-self.cfg.max_context_tokens :] if self.cfg.max_context_tokens else []
+        return [*self.restated, *kept, *self.tail]
 
     def record_tokens(self, record: TaggedRecord) -> list[int]:
         """The rendered record (meta knowledge, then the fields) before the budget cuts it."""
@@ -122,7 +136,7 @@ class CausalInputs:
     ) -> TurnIds:
         prefix = [*self.head, *self.context_ids(context), *self.knowledge]
         target = [*self.encode(response)[: self.cfg.max_target_tokens - 1], self.eos]
-        return TurnIds(prefix, [self.record_ids(r) for r in records], target)
+        return TurnIds(prefix, [self.record_ids(r) for r in records], self.tail_ids(context), target)
 
     def sequence(self, turn: TurnIds) -> tuple[list[int], list[int]]:
         """Token ids of prefix + records + tail + response, and their block ids (record i: i, else 0)."""
@@ -133,8 +147,8 @@ class CausalInputs:
         if not turn.records:
             ids += self.none
             blocks += [0] * len(self.none)
-        ids += [*self.tail, *turn.response]
-        blocks += [0] * (len(self.tail) + len(turn.response))
+        ids += [*turn.tail, *turn.response]
+        blocks += [0] * (len(turn.tail) + len(turn.response))
         return ids, blocks
 
     def rows(self, rows: Sequence[tuple[list[int], int]], blocks: Sequence[list[int]] | None = None) -> Rows:

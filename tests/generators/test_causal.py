@@ -20,6 +20,7 @@ from mktod.generators.base import (
 from mktod.generators.causal import CausalGenerator
 from mktod.generators.causal_inputs import template_parts
 from mktod.generators.causal_models import resolve_causal_model
+from mktod.generators.text import last_user_message
 from mktod.meta import MetaConfig, negative_record, tag_hits
 from mktod.types import Hit, Record, Utterance
 
@@ -53,9 +54,10 @@ def batch() -> list[GeneratorInput]:
     ]
 
 
+@pytest.mark.parametrize("restate", [False, True])
 @pytest.mark.parametrize("mode", ["prefix", "prompt", "none"])
-def test_prefix_cache_likelihoods_equal_separate_full_passes(mode: str) -> None:
-    gen = make(mode)
+def test_prefix_cache_likelihoods_equal_separate_full_passes(mode: str, restate: bool) -> None:
+    gen = make(mode, restate_user=restate)
     items = batch()
     lik = gen.joint_and_single_logprobs(items, RESPONSES, with_no_entity=True)
     assert torch.allclose(lik.joint, gen.joint_logprobs(items, RESPONSES), atol=1e-4)
@@ -93,6 +95,27 @@ def test_parts_order_and_budgets() -> None:
     assert turn.response[-1] == gen.tokenizer.eos_token_id and len(turn.response) == 3
     context = gen.tokenizer.decode(turn.prefix)
     assert "golden wok ?" in context and "chinese" not in context  # the latest 4 tokens survive
+
+
+def test_restated_user_message_sits_between_the_records_and_the_answer() -> None:
+    plain, restating = make("prompt"), make("prompt", restate_user=True, max_context_tokens=3)
+    item = GeneratorInput((*CONTEXT, Utterance("user", "is it cheap ?")), batch()[0].records)
+    before, after = plain.turn(item, "sure"), restating.turn(item, "sure")
+    assert before.tail == plain.inputs.tail  # off (the default): the constant template tail, as before
+    assert after.records == before.records and after.response == before.response
+    assert after.tail[-len(plain.inputs.tail) :] == plain.inputs.tail
+    restated = restating.tokenizer.decode(after.tail[: -len(plain.inputs.tail)])
+    # Only the user's last message, cut from the left to max_context_tokens like the context.
+    assert restated.endswith("it cheap ?") and "is it" not in restated and "golden" not in restated
+    # Every prompt of the turn ends with it: the joint row and the prompt generation continues.
+    assert restating.prompt(item)[-len(after.tail) :] == after.tail
+
+
+def test_last_user_message_of_utterances_and_of_text() -> None:
+    assert last_user_message(CONTEXT) == "i want a chinese place to eat"  # the system spoke last
+    assert last_user_message("user: hi system: hello user:  a table for two ") == "a table for two"
+    assert last_user_message("a table for two") == "a table for two"  # no labels: the whole text
+    assert last_user_message(()) == ""
 
 
 def test_template_parts_with_and_without_a_chat_template() -> None:
@@ -233,9 +256,10 @@ def _reference_single(gen: CausalGenerator, item: GeneratorInput, response: str,
     return logp[-n:].gather(-1, targets[-n:, None]).sum()
 
 
+@pytest.mark.parametrize("restate", [False, True])
 @pytest.mark.parametrize("mode", ["prefix", "prompt"])
-def test_parallel_layout_singles_reuse_the_joint_pass(mode: str) -> None:
-    gen = make(mode, record_attention="parallel")  # type: ignore[arg-type]
+def test_parallel_layout_singles_reuse_the_joint_pass(mode: str, restate: bool) -> None:
+    gen = make(mode, record_attention="parallel", restate_user=restate)  # type: ignore[arg-type]
     items = batch()
     lik = gen.joint_and_single_logprobs(items, RESPONSES, with_no_entity=True)
     assert torch.allclose(lik.joint, gen.joint_logprobs(items, RESPONSES), atol=1e-4)
