@@ -102,6 +102,19 @@ SMD_C240 = (
     f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 "
     "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240"
 )
+# The same run with the user's last message restated after the records (generator.restate_user): the
+# 240-turn runs closed first turns with "you are welcome", as if they no longer read a message ~300
+# tokens back (bench/quality/reply_modes.py).
+RESTATE = "--set generator.restate_user=true "
+SMD_C240_RESTATE = (
+    f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 {RESTATE}"
+    "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240-restate"
+)
+# Its ablation without MML.
+SMD_C240_RESTATE_NLL = (
+    f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 {RESTATE}"
+    "--set loss.use_mml=false --set output_dir=runs/smd-condensed-prompt-nll-smollm2-cpu-c240-restate"
+)
 SHIPPED = (
     f"{PAR448}; "
     "mktod export-pipeline --checkpoint runs/camrest-condensed-prompt-smollm2-cpu-par448/best "
@@ -182,6 +195,28 @@ SMD_PAR448_ROWS = (
         f"{SMD_PAR448_NLL} (CPU, 56 steps x 8 turns, 56 min, beside the scoring of another row for its "
         "first 27)",
         "runs/smd-condensed-prompt-nll-smollm2-cpu-par448",
+    ),
+)
+
+# The 240-turn SMD run with the user's last message restated, with MML and without.
+SMD_C240_RESTATE_ROWS = (
+    Row(
+        "ft-prompt-mml-c240-r48-restate",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, 240 training turns, the user's last message restated "
+        "after the records",
+        "runs/smd-condensed-prompt-smollm2-cpu-c240-restate/best",
+        "smd",
+        f"{SMD_C240_RESTATE} (CPU, 60 steps x 4 turns, 43 min)",
+        "runs/smd-condensed-prompt-smollm2-cpu-c240-restate",
+    ),
+    Row(
+        "ft-prompt-nll-c240-r48-restate",
+        "SmolLM2-135M + LoRA, prompt, NLL only (w/o MML), 240 training turns, the user's last message "
+        "restated after the records",
+        "runs/smd-condensed-prompt-nll-smollm2-cpu-c240-restate/best",
+        "smd",
+        f"{SMD_C240_RESTATE_NLL} (CPU, 60 steps x 4 turns, 21 min)",
+        "runs/smd-condensed-prompt-nll-smollm2-cpu-c240-restate",
     ),
 )
 ROWS = (
@@ -710,6 +745,8 @@ ROWS = (
         f"{SMD_C240} (CPU, 60 steps x 4 turns, 47 min)",
         "runs/smd-condensed-prompt-smollm2-cpu-c240",
     ),
+    *SMD_C240_RESTATE_ROWS,
+    *(on_whole_split(row) for row in SMD_C240_RESTATE_ROWS),
     Row(
         "ft-prompt-mml-par120-r48",
         "SmolLM2-135M + LoRA, prompt, NLL + MML, 120 training turns in the parallel record layout",
@@ -1318,6 +1355,42 @@ PAIRINGS = (
         "seed; the longer run chose its checkpoint on the first 80 dev turns, the shorter on 40",
         "240 turns (60 x 4)",
         "120 turns (30 x 4)",
+    ),
+    Pairing(
+        "ft-prompt-mml-c240-r48-restate",
+        "ft-prompt-mml-c240-r48",
+        "restated message",
+        "prompt, NLL + MML, 240 turns in the causal record layout, records cut at 48 tokens, the same data "
+        "order and seed, each checkpoint chosen on the first 80 dev turns",
+        "the user's last message restated after the records",
+        "the context alone",
+    ),
+    Pairing(
+        "ft-prompt-mml-c240-r48-restate",
+        "ft-prompt-nll-c240-r48-restate",
+        "prompt ablation",
+        "records cut at 48 tokens, 240 turns (60 x 4) in the causal record layout with the user's last "
+        "message restated, the same data order and seed, each checkpoint chosen on the first 80 dev turns",
+        "with MML",
+        "without MML",
+    ),
+    Pairing(
+        "ft-prompt-mml-c240-r48-restate",
+        "ft-prompt-mml-rerun",
+        "best run",
+        "prompt, NLL + MML, records cut at 48 tokens, the causal record layout, the same data order and "
+        "seed; the first trains twice as long (its checkpoint chosen on 80 dev turns, the other's on 40)",
+        "240 turns with the user's last message restated",
+        "120 turns with the context alone",
+    ),
+    Pairing(
+        "ft-prompt-mml-c240-r48-restate-all",
+        "ft-prompt-nll-c240-r48-restate-all",
+        "prompt ablation",
+        "records cut at 48 tokens, 240 turns (60 x 4) in the causal record layout with the user's last "
+        "message restated, the same data order and seed, on the whole test split",
+        "with MML",
+        "without MML",
     ),
     Pairing(
         "par448-as-served",
