@@ -46,8 +46,8 @@ class GeneratorConfig:
     record_attention: str = "causal"
     # causal kind: repeat the user's last message after the records, just before the answer. Without
     # it that message lies a whole knowledge block (~300 tokens on SMD) back, and SmolLM2 runs trained
-    # past 120 SMD turns stopped reading it: they closed first turns with "you are welcome" and answered
-    # "thank you" with the previous system turn (bench/results/quality.md, "restated message").
+    # past 120 SMD turns stopped reading it and closed first turns with "you are welcome"
+    # (bench/results/reply_modes_smd.md; bench/results/quality.md, "restated message").
     restate_user: bool = False
     max_context_tokens: int = 200
     max_record_tokens: int = 100
