@@ -110,6 +110,8 @@ SMD_C240_RESTATE = (
     f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 {RESTATE}"
     "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240-restate"
 )
+# The config's own 120 turns with the message restated.
+SMD_RESTATE = f"{SMD_CPU}{RESTATE}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-restate"
 # Its ablation without MML.
 SMD_C240_RESTATE_NLL = (
     f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 {RESTATE}"
@@ -748,6 +750,14 @@ ROWS = (
     *SMD_C240_RESTATE_ROWS,
     *(on_whole_split(row) for row in SMD_C240_RESTATE_ROWS),
     Row(
+        "ft-prompt-mml-restate",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, the user's last message restated after the records",
+        "runs/smd-condensed-prompt-smollm2-cpu-restate/best",
+        "smd",
+        f"{SMD_RESTATE} (CPU, 30 steps x 4 turns, 16 min)",
+        "runs/smd-condensed-prompt-smollm2-cpu-restate",
+    ),
+    Row(
         "ft-prompt-mml-par120-r48",
         "SmolLM2-135M + LoRA, prompt, NLL + MML, 120 training turns in the parallel record layout",
         "runs/smd-condensed-prompt-smollm2-cpu-par120/best",
@@ -1373,6 +1383,25 @@ PAIRINGS = (
         "message restated, the same data order and seed, each checkpoint chosen on the first 80 dev turns",
         "with MML",
         "without MML",
+    ),
+    Pairing(
+        "ft-prompt-mml-restate",
+        "ft-prompt-mml-rerun",
+        "restated message",
+        "prompt, NLL + MML, 120 turns (30 x 4) in the causal record layout, records cut at 48 tokens, the "
+        "same data order and seed, each checkpoint chosen on the first 40 dev turns",
+        "the user's last message restated after the records",
+        "the context alone",
+    ),
+    Pairing(
+        "ft-prompt-mml-c240-r48-restate",
+        "ft-prompt-mml-restate",
+        "training length",
+        "prompt, NLL + MML, records cut at 48 tokens, the causal record layout with the user's last message "
+        "restated, the same data order and seed; the longer run chose its checkpoint on the first 80 dev "
+        "turns, the shorter on 40",
+        "240 turns (60 x 4)",
+        "120 turns (30 x 4)",
     ),
     Pairing(
         "ft-prompt-mml-c240-r48-restate",
