@@ -2,8 +2,8 @@
 system turn.
 
 Entity F1 says that a run got worse, not how. The SMD SmolLM2 runs trained past 120 turns said *you are
-welcome* to a third of the test turns, first turns included, and answered *thank you* with the system's
-previous answer: signs of a generator that no longer reads the user's last message. For every row of
+welcome* to a third of the test turns, first turns included: the sign of a generator that no longer
+reads the user's last message. For every row of
 bench/results/quality_local.json on one dataset's test split, with the predictions it kept, this script
 aligns each prediction with its turn (the files hold the first N turns in file order) and counts
 
@@ -33,7 +33,7 @@ from typing import Any
 from mktod.cli_common import add_path_options, offline_data_paths
 from mktod.datasets import DataPaths, get_loader
 from mktod.kb import value_text
-from mktod.metrics import normalize
+from mktod.metrics import f1_precision_recall, normalize
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -57,13 +57,10 @@ def is_closing(text: str) -> bool:
 
 
 def overlap_f1(a: str, b: str) -> float:
-    """Word-overlap F1 of two texts (bags of words, as SQuAD's token F1)."""
+    """Word-overlap F1 (0-1) of two texts (bags of words, as SQuAD's token F1)."""
     wa, wb = a.split(), b.split()
     common = sum((Counter(wa) & Counter(wb)).values())
-    if not common:
-        return 0.0
-    precision, recall = common / len(wa), common / len(wb)
-    return 2 * precision * recall / (precision + recall)
+    return f1_precision_recall(common, len(wa) - common, len(wb) - common)[0] / 100
 
 
 @dataclass(frozen=True)
@@ -208,9 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out or RESULTS / f"reply_modes_{args.dataset}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"dataset": args.dataset, "rows": rows}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(table(args.dataset, rows), encoding="utf-8")
+    text = table(args.dataset, rows)
+    out.with_suffix(".md").write_text(text, encoding="utf-8")
     plot(args.dataset, rows, out.with_suffix(".png"))
-    sys.stdout.write(table(args.dataset, rows))
+    sys.stdout.write(text)
     return 0
 
 

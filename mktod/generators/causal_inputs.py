@@ -111,18 +111,19 @@ class CausalInputs:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def context_ids(self, context: Sequence[Utterance] | str) -> list[int]:
-        ids = self.encode(format_context(context))
+    def latest(self, ids: list[int]) -> list[int]:
+        """The last ``max_context_tokens`` of ``ids``: cut from the left, keeping what is nearest."""
         return ids[-self.cfg.max_context_tokens :] if self.cfg.max_context_tokens else []
+
+    def context_ids(self, context: Sequence[Utterance] | str) -> list[int]:
+        return self.latest(self.encode(format_context(context)))
 
     def tail_ids(self, context: Sequence[Utterance] | str) -> list[int]:
         """The chat template's tail, after the restated last user message with ``restate_user`` (cut
-        from the left like the context, so its end, nearest the answer, survives)."""
+        like the context)."""
         if not self.cfg.restate_user:
             return self.tail
-        message = self.encode(last_user_message(context))
-        kept = message[-self.cfg.max_context_tokens :] if self.cfg.max_context_tokens else []
-        return [*self.restated, *kept, *self.tail]
+        return [*self.restated, *self.latest(self.encode(last_user_message(context))), *self.tail]
 
     def record_tokens(self, record: TaggedRecord) -> list[int]:
         """The rendered record (meta knowledge, then the fields) before the budget cuts it."""
