@@ -30,6 +30,7 @@ from mktod.generators.base import (
 from mktod.generators.causal_inputs import CausalInputs, Rows, TurnIds
 from mktod.generators.causal_models import resolve_causal_model
 from mktod.generators.decoding import decoding_processors
+from mktod.generators.kv_cache import cache_keyword, output_cache
 from mktod.generators.record_attention import (
     RECORD_ATTENTION,
     as_model_mask,
@@ -69,6 +70,8 @@ class CausalGenerator:
                 f"got {self.cfg.record_attention!r}"
             )
         self.parallel = self.cfg.record_attention == "parallel"
+        # The keyword this transformers version takes a key/value cache under (kv_cache.py).
+        self._cache_kw = cache_keyword(self._decoder())
 
     @property
     def record_cuts(self) -> RecordCuts:
@@ -165,7 +168,7 @@ class CausalGenerator:
             input_ids=rows.ids,
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=cache,
+            **{self._cache_kw: cache},
             use_cache=True,
         )
         return self._score(out.last_hidden_state, rows)
@@ -198,7 +201,7 @@ class CausalGenerator:
         k = max(max(len(t.records), 1) for t in turns)
         prefix = self.inputs.rows([(t.prefix, 0) for t in turns])
         out = self._decoder()(input_ids=prefix.ids, attention_mask=prefix.attention, use_cache=True)
-        cache = out.past_key_values
+        cache = output_cache(out)
         kv = [(layer.keys, layer.values) for layer in cache.layers]
 
         # The joint row after the prefix: all records (or "(none)"), tail, response.
@@ -281,7 +284,7 @@ class CausalGenerator:
             torch.tensor(records, device=self.device),
             torch.tensor(ends, device=self.device),
         )
-        kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        kv = [(layer.keys, layer.values) for layer in output_cache(out).layers]
         cache = DynamicCache(ddp_cache_data=[(key[which], v[which]) for key, v in kv], config=self._hf.config)
         start = torch.tensor(ends, device=self.device).unsqueeze(1)
         positions = start + torch.arange(single_rows.ids.shape[1], device=self.device).unsqueeze(0)
@@ -289,7 +292,7 @@ class CausalGenerator:
             input_ids=single_rows.ids,
             attention_mask=self._mask(continuation_mask(visible, single_rows.attention)),
             position_ids=positions,
-            past_key_values=cache,
+            **{self._cache_kw: cache},
             use_cache=True,
         ).last_hidden_state
         return self._likelihoods(turns, joint, self._score(hidden, single_rows), record_mask, with_no_entity)
@@ -317,7 +320,7 @@ class CausalGenerator:
                 # generate expands input_ids and the mask for beam search but not a cache passed in.
                 if self.cfg.num_beams > 1:
                     cache.batch_repeat_interleave(self.cfg.num_beams)
-                extra["past_key_values"] = cache
+                extra[self._cache_kw] = cache
             out = self._hf.generate(
                 input_ids=ids,
                 attention_mask=attention,
@@ -346,7 +349,7 @@ class CausalGenerator:
             position_ids=positions,
             use_cache=True,
         )
-        return out.past_key_values
+        return output_cache(out)
 
     # ------------------------------------------------------------------------------------------ saving
 
