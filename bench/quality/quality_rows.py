@@ -106,6 +106,9 @@ SMD_C240 = (
 # 240-turn runs closed first turns with "you are welcome", as if they no longer read a message ~300
 # tokens back (bench/quality/reply_modes.py).
 RESTATE = "--set generator.restate_user=true "
+# The CamRest 448-turn recipe (PAR448) with the user's last message restated, as it
+# lifted the 240-turn SMD run.
+PAR448_RESTATE = par448(CAMREST_CPU, "camrest-condensed-prompt-smollm2-cpu-par448-restate", 120, RESTATE)
 SMD_C240_RESTATE = (
     f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 {RESTATE}"
     "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240-restate"
@@ -176,6 +179,18 @@ PAR448_ROWS = (
         "camrest",
         f"{PAR448_NLL} (CPU, 56 steps x 8 turns, 54 min)",
         "runs/camrest-condensed-prompt-nll-smollm2-cpu-par448",
+    ),
+)
+# The 448-turn CamRest prompt run with the user's last message restated, also on the whole test split.
+PAR448_RESTATE_ROWS = (
+    Row(
+        "ft-prompt-mml-par448-restate",
+        "SmolLM2-135M + LoRA, prompt, NLL + MML, whole records, 448 training turns in the parallel record "
+        "layout, the user's last message restated after the records",
+        "runs/camrest-condensed-prompt-smollm2-cpu-par448-restate/best",
+        "camrest",
+        f"{PAR448_RESTATE} (CPU, 56 steps x 8 turns, 102 min)",
+        "runs/camrest-condensed-prompt-smollm2-cpu-par448-restate",
     ),
 )
 # The 448-turn SMD runs, also scored on the whole test split: on the first 100 turns alone MML's interval
@@ -372,6 +387,8 @@ ROWS = (
     ),
     *PAR448_ROWS,
     *(on_whole_split(row) for row in PAR448_ROWS),
+    *PAR448_RESTATE_ROWS,
+    *(on_whole_split(row) for row in PAR448_RESTATE_ROWS),
     Row(
         "par448-as-served",
         "SmolLM2-135M + LoRA, the 448-turn run's adapter over the bundled all-MiniLM-L6-v2 as it comes "
@@ -1303,6 +1320,22 @@ PAIRINGS = (
         f"{PAR448_SAME}, the whole test split",
         "with MML",
         "without MML",
+    ),
+    Pairing(
+        "ft-prompt-mml-par448-restate",
+        "ft-prompt-mml-par448",
+        "restated message",
+        f"prompt, NLL + MML, {PAR448_SAME}",
+        "the user's last message restated after the records",
+        "the context alone",
+    ),
+    Pairing(
+        "ft-prompt-mml-par448-restate-all",
+        "ft-prompt-mml-par448-all",
+        "restated message",
+        f"prompt, NLL + MML, {PAR448_SAME}, the whole test split",
+        "the user's last message restated after the records",
+        "the context alone",
     ),
     Pairing(
         "ft-prompt-mml-par448-r48",
