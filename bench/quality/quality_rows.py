@@ -98,26 +98,23 @@ SMD_PAR448_NLL = par448(
 SMD_PAR120 = f"{SMD_CPU}{PARALLEL_LAYOUT}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-par120"
 # The SMD config twice as long in its own causal layout (60 steps x 4), its checkpoint chosen on the first
 # 80 dev turns instead of 40 (the 448-turn runs showed 40 too few to choose by).
-SMD_C240 = (
-    f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 "
-    "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240"
-)
+C240 = "--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 "
+SMD_C240 = f"{SMD_CPU}{C240}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240"
 # The same run with the user's last message restated after the records (generator.restate_user): the
 # 240-turn runs closed first turns with "you are welcome", as if they no longer read a message ~300
 # tokens back (bench/quality/reply_modes.py).
 RESTATE = "--set generator.restate_user=true "
-# The CamRest 448-turn recipe (PAR448) with the user's last message restated, as it
-# lifted the 240-turn SMD run.
+# The CamRest 448-turn recipe (PAR448) with the user's last message restated, as it lifted the 240-turn
+# SMD run.
 PAR448_RESTATE = par448(CAMREST_CPU, "camrest-condensed-prompt-smollm2-cpu-par448-restate", 120, RESTATE)
 SMD_C240_RESTATE = (
-    f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 {RESTATE}"
-    "--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240-restate"
+    f"{SMD_CPU}{C240}{RESTATE}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-c240-restate"
 )
 # The config's own 120 turns with the message restated.
 SMD_RESTATE = f"{SMD_CPU}{RESTATE}--set output_dir=runs/smd-condensed-prompt-smollm2-cpu-restate"
 # Its ablation without MML.
 SMD_C240_RESTATE_NLL = (
-    f"{SMD_CPU}--set optim.max_steps=60 --set optim.eval_every=15 --set optim.eval_limit=80 {RESTATE}"
+    f"{SMD_CPU}{C240}{RESTATE}"
     "--set loss.use_mml=false --set output_dir=runs/smd-condensed-prompt-nll-smollm2-cpu-c240-restate"
 )
 SHIPPED = (
